@@ -1,0 +1,196 @@
+"""What every adapter layer shares: the frozen base map it wraps, its dropout, its place in the model,
+and the model-wide state (shared expert banks, the routing recorder, the chosen sequence experts).
+
+Part of the bundle that travels inside every saved model: imports only torch, transformers and
+sibling files.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers.pytorch_utils import Conv1D
+
+from .adapter_settings import AdapterSettings
+from .routing import RoutingRecorder
+
+_LAYER_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def is_adaptable(module: nn.Module) -> bool:
+    """Adapters wrap dense maps: nn.Linear, or GPT-2's Conv1D (a linear map with a transposed weight)."""
+    return isinstance(module, (nn.Linear, Conv1D))
+
+
+def layer_index_of(name: str) -> int:
+    """The transformer block a module belongs to: the first integer path component, or -1."""
+    match = _LAYER_INDEX.search(f".{name}.")
+    return int(match.group(1)) if match else -1
+
+
+def is_fresh(param: Optional[torch.Tensor]) -> bool:
+    """False for tensors transformers' loader already filled from a checkpoint: never re-initialise those."""
+    return param is not None and not getattr(param, "_is_hf_initialized", False)
+
+
+@torch.no_grad()
+def kaiming_init(param: torch.Tensor) -> None:
+    """nn.Linear's default init (kaiming-uniform with a = sqrt(5)), as the papers' code uses."""
+    if is_fresh(param):
+        nn.init.kaiming_uniform_(param, a=math.sqrt(5))
+
+
+@torch.no_grad()
+def zero_init(param: torch.Tensor) -> None:
+    if is_fresh(param):
+        param.zero_()
+
+
+class SharedAdapterState(nn.Module):
+    """Model-wide adapter state, registered once at the top of the model.
+
+    banks: the expert up-projections shared by all layers of one projection type (TalkLoRA's setting),
+    each (D_out, r); expert e owns columns [e*d, (e+1)*d). Registered here exactly once so that
+    saving never sees one tensor under several names.
+    recorder: collects routing decisions (see routing.RoutingRecorder).
+    sequence_experts: (batch,) expert index per sequence for a TT-LoRA MoE, or None.
+    adapters_enabled: False runs the bare base model (the TT-LoRA MoE router's first pass).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.banks = nn.ParameterDict()
+        self.recorder = RoutingRecorder()
+        self.sequence_experts: Optional[torch.Tensor] = None
+        self.adapters_enabled = True
+
+    def bank(self, key: str, out_features: int, rank: int, like: torch.Tensor) -> str:
+        """Creates (once) the bank for `key` and returns the key under which it is stored."""
+        if key in self.banks:
+            if tuple(self.banks[key].shape) != (out_features, rank):
+                key = f"{key}_{out_features}"  # same projection name, other width: its own bank
+                return self.bank(key, out_features, rank, like)
+            return key
+        self.banks[key] = nn.Parameter(torch.empty(out_features, rank, device=like.device, dtype=like.dtype))
+        zero_init(self.banks[key])
+        return key
+
+    def reset_parameters(self) -> None:
+        for bank in self.banks.values():
+            zero_init(bank)
+
+
+class AdaptedLinear(nn.Module):
+    """A frozen dense map y = W0 x + b plus a trainable update: forward(x) = base(x) + delta(x).
+
+    x: (..., D_in) -> (..., D_out). The base weight and bias stay under their original names
+    (`weight`, `bias`), so a model's state dict is the base's plus the adapter's tensors.
+    weight: (D_out, D_in) for nn.Linear, (D_in, D_out) for GPT-2's Conv1D (fan_in_fan_out).
+    """
+
+    method = ""
+    base_parameter_names = ("weight", "bias")
+
+    def __init__(self, base: nn.Module, name: str, settings: AdapterSettings, shared: SharedAdapterState):
+        super().__init__()
+        self.fan_in_fan_out = isinstance(base, Conv1D)
+        rows, cols = base.weight.shape
+        self.in_features, self.out_features = (rows, cols) if self.fan_in_fan_out else (cols, rows)
+        self.weight = base.weight
+        self.bias = base.bias
+        self.module_name = name
+        self.layer_index = layer_index_of(name)
+        self.settings = settings
+        self.num_experts = settings.num_experts
+        self.scaling = settings.scaling
+        self.input_dropout = nn.Dropout(settings.lora_dropout)
+        # A plain attribute, not a submodule: the state is registered once, at the model's top.
+        self.__dict__["shared"] = shared
+
+    # ---- construction helpers -------------------------------------------------------------
+    def new_parameter(self, *shape: int) -> nn.Parameter:
+        """An adapter tensor on the base weight's device, in its dtype (fp32 if the base is not float)."""
+        dtype = self.weight.dtype if self.weight.dtype.is_floating_point else torch.float32
+        return nn.Parameter(torch.empty(*shape, device=self.weight.device, dtype=dtype))
+
+    def init_expert_bank(self, rank: int) -> None:
+        """The up-projection B (D_out, rank): this layer's own, or the shared bank of its projection type."""
+        if self.settings.share_expert_banks:
+            leaf = self.module_name.rsplit(".", 1)[-1]
+            self.bank_key = self.shared.bank(leaf, self.out_features, rank, self.weight)
+            self.register_parameter("lora_B", None)
+        else:
+            self.bank_key = None
+            self.lora_B = self.new_parameter(self.out_features, rank)
+
+    @property
+    def expert_bank(self) -> torch.Tensor:
+        """B: (D_out, r)."""
+        return self.lora_B if self.bank_key is None else self.shared.banks[self.bank_key]
+
+    # ---- forward ----------------------------------------------------------------------------
+    def base_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fan_in_fan_out:  # exactly GPT-2 Conv1D's arithmetic, so a zero update is bit-exact
+            out_shape = x.shape[:-1] + (self.out_features,)
+            flat = x.reshape(-1, self.in_features)
+            y = torch.addmm(self.bias, flat, self.weight) if self.bias is not None else flat @ self.weight
+            return y.view(out_shape)
+        return F.linear(x, self.weight, self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base_forward(x)
+        if not self.shared.adapters_enabled:
+            return result
+        return result + self.delta(x.to(self.adapter_dtype)).to(result.dtype)
+
+    @property
+    def adapter_dtype(self) -> torch.dtype:
+        return next(p for n, p in self.named_parameters() if n not in self.base_parameter_names).dtype
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The update's output, (..., D_out)."""
+        raise NotImplementedError
+
+    def delta_weight(self) -> torch.Tensor:
+        """The static update as a matrix (D_out, D_in); only for input-independent adapters."""
+        raise ValueError(
+            f"{type(self).__name__} ({self.method}) cannot be merged into the base weights: its routing "
+            "weights g(x) depend on each token, so the update sum_i g_i(x) B_i A_i changes with the input and "
+            "no single matrix equals it. Save the full model (save_pretrained) instead.")
+
+    def reset_adapter_parameters(self) -> None:
+        raise NotImplementedError
+
+    def adapter_parameter_names(self) -> List[str]:
+        """Names (relative to this layer) of its own trainable tensors: everything but the base map."""
+        return [n for n, _ in self.named_parameters() if n not in self.base_parameter_names]
+
+    def extra_repr(self) -> str:
+        return (f"method={self.method}, in_features={self.in_features}, out_features={self.out_features}, "
+                f"r={self.settings.r}, num_experts={self.num_experts}")
+
+
+def merged_base_module(layer: AdaptedLinear) -> nn.Module:
+    """A plain nn.Linear / Conv1D holding W0 + delta W (static adapters only)."""
+    delta = layer.delta_weight().to(layer.weight.dtype)
+    if layer.fan_in_fan_out:
+        module = Conv1D(layer.out_features, layer.in_features)
+        weight = layer.weight.detach() + delta.T
+    else:
+        module = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+        weight = layer.weight.detach() + delta
+    module.to(device=layer.weight.device, dtype=layer.weight.dtype)
+    with torch.no_grad():
+        module.weight.copy_(weight)
+        if layer.bias is not None:
+            module.bias.copy_(layer.bias.detach())
+    return module
+
+
+def adapter_layers(model: nn.Module) -> Dict[str, AdaptedLinear]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, AdaptedLinear)}

@@ -1,0 +1,52 @@
+"""MoELoRA, the TalkLoRA paper's baseline: E LoRA experts routed by a softmax over the raw input.
+
+z = A x split into E chunks z_i (d = r/E each); g = softmax(R_x x); h = W0 x + s * sum_i g_i B_i z_i.
+Part of the bundle that travels inside every saved model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .adapter_base import AdaptedLinear, kaiming_init, zero_init
+from .routing import jitter, route, sparse_combine
+
+
+class MoELoRALinear(AdaptedLinear):
+    """lora_A: (r, D_in), expert e owns rows [e*d, (e+1)*d); router_weight: (E, D_in) reading x;
+    B: (D_out, r) per layer (default) or a shared bank, expert e owns columns [e*d, (e+1)*d)."""
+
+    method = "moelora"
+
+    def __init__(self, base, name, settings, shared):
+        super().__init__(base, name, settings, shared)
+        self.expert_rank = settings.expert_rank
+        self.top_k = settings.num_experts_per_tok
+        self.lora_A = self.new_parameter(settings.r, self.in_features)
+        self.router_weight = self.new_parameter(self.num_experts, self.in_features)
+        self.init_expert_bank(settings.r)
+        self.reset_adapter_parameters()
+
+    def reset_adapter_parameters(self) -> None:
+        kaiming_init(self.lora_A)
+        kaiming_init(self.router_weight)
+        zero_init(self.lora_B)  # no-op when B is a shared bank (initialised by SharedAdapterState)
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.in_features)
+        inputs = self.input_dropout(flat)
+        logits = F.linear(jitter(flat, self.settings.router_jitter_noise, self.training), self.router_weight)
+        probs, weights, top_idx = route(logits, self.top_k)
+        self.shared.recorder.report(self.module_name, self.layer_index, lead, logits, probs, weights, top_idx)
+        bank, d = self.expert_bank, self.expert_rank
+        if top_idx is None:
+            # Dense: scaling each expert's chunk of z by g_i and applying B once equals sum_i g_i B_i z_i.
+            z = F.linear(inputs, self.lora_A).view(-1, self.num_experts, d)
+            out = F.linear((z * weights.to(z.dtype).unsqueeze(-1)).flatten(1), bank)
+        else:
+            # Router reads x, so even the down-projection runs only for each expert's own tokens.
+            out = sparse_combine(lambda e, t: F.linear(inputs[t], self.lora_A[e * d:(e + 1) * d]),
+                                 weights, top_idx, bank, d)
+        return (out * self.scaling).view(*lead, self.out_features)

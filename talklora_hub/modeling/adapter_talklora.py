@@ -1,0 +1,86 @@
+"""TalkLoRA (arXiv 2604.06291): LoRA experts that talk before the router decides.
+
+z = A x (r), chunks z_i (d = r/E); expert i outputs o_i = B_i M_i z_i with M_i (d, d);
+the Talking Module T (E, E) mixes the chunks across experts, z~_f = sum_e T[f, e] z_e, and only
+the router reads the mixed code: g = softmax(R z~), R (E, r). h = W0 x + s * sum_i g_i o_i.
+Dropout on x, on g and on the output. B is shared across layers of one projection type by default.
+With T = I it is the no-talk variant; with M_i = I, per-layer B and a router on x it is MoELoRA.
+
+Part of the bundle that travels inside every saved model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .adapter_base import AdaptedLinear, is_fresh, kaiming_init, zero_init
+from .routing import jitter, route, sparse_combine
+
+
+class TalkLoRALinear(AdaptedLinear):
+    """lora_A: (r, D_in); expert_maps M: (E, d, d); talk T: (E, E); router_weight R: (E, r);
+    B: (D_out, r) shared bank (default) or per layer. Init: kaiming-uniform(a=sqrt 5) for A, M, T, R
+    (or T = I with talk_init='identity'); B = 0, so delta W = 0 at step 0."""
+
+    method = "talklora"
+
+    def __init__(self, base, name, settings, shared):
+        super().__init__(base, name, settings, shared)
+        E, d = self.num_experts, settings.expert_rank
+        self.expert_rank = d
+        self.top_k = settings.num_experts_per_tok
+        self.lora_A = self.new_parameter(settings.r, self.in_features)
+        self.expert_maps = self.new_parameter(E, d, d)
+        self.talk = self.new_parameter(E, E)
+        self.router_weight = self.new_parameter(E, settings.r)
+        self.init_expert_bank(settings.r)
+        self.routing_dropout = nn.Dropout(settings.lora_dropout)
+        self.output_dropout = nn.Dropout(settings.lora_dropout)
+        self.reset_adapter_parameters()
+
+    @torch.no_grad()
+    def reset_adapter_parameters(self) -> None:
+        kaiming_init(self.lora_A)
+        for e in range(self.num_experts) if is_fresh(self.expert_maps) else ():
+            nn.init.kaiming_uniform_(self.expert_maps[e], a=5 ** 0.5)  # each M_i as its own d x d map
+        if self.settings.talk_init == "identity":
+            if is_fresh(self.talk):
+                self.talk.copy_(torch.eye(self.num_experts))
+        else:
+            kaiming_init(self.talk)
+        kaiming_init(self.router_weight)
+        zero_init(self.lora_B)  # no-op when B is a shared bank (initialised by SharedAdapterState)
+
+    def router_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (N, r) -> logits (N, E) = R z~ with z~ the talked code.
+
+        R z~ = R (T kron I_d) z, so T is folded into an (E, r) router weight instead of mixing the
+        (N, r) codes: same logits, no (N, r) intermediate. R_eff[k, e, j] = sum_f R[k, f, j] T[f, e].
+        """
+        E, d = self.num_experts, self.expert_rank
+        folded = torch.einsum("kfj,fe->kej", self.router_weight.view(E, E, d), self.talk).reshape(E, E * d)
+        return F.linear(z, folded)
+
+    def expert_up_projection(self) -> torch.Tensor:
+        """(D_out, r) with columns [e*d, (e+1)*d) equal to B_e M_e: each expert's M folded into its B,
+        a (D_out, r, d) product independent of the number of tokens."""
+        E, d = self.num_experts, self.expert_rank
+        bank = self.expert_bank.view(self.out_features, E, d)
+        return torch.einsum("oek,ekj->oej", bank, self.expert_maps).reshape(self.out_features, E * d)
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        z = F.linear(self.input_dropout(x.reshape(-1, self.in_features)), self.lora_A)  # (N, r)
+        logits = self.router_logits(jitter(z, self.settings.router_jitter_noise, self.training))
+        probs, weights, top_idx = route(logits, self.top_k)
+        self.shared.recorder.report(self.module_name, self.layer_index, lead, logits, probs, weights, top_idx)
+        weights = self.routing_dropout(weights)
+        up, d = self.expert_up_projection(), self.expert_rank
+        if top_idx is None:
+            out = F.linear((z.view(-1, self.num_experts, d) * weights.to(z.dtype).unsqueeze(-1)).flatten(1), up)
+        else:
+            # The router needed every chunk of z; only the up-projections are skipped per expert.
+            out = sparse_combine(lambda e, t: z[t, e * d:(e + 1) * d], weights, top_idx, up, d)
+        return self.output_dropout(out * self.scaling).view(*lead, self.out_features)

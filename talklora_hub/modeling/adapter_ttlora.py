@@ -1,0 +1,139 @@
+"""TT-LoRA (arXiv 2504.21190): delta W as a tensor train of small cores, never built in the forward.
+
+Cores G_t (r_{t-1}, s_t, r_t): first K over the input factors m_1..m_K (prod = D_in), then L over
+the output factors n_1..n_L (prod = D_out); boundary ranks 1, inner rank tt_rank.
+delta W[(j_1..j_L), (i_1..i_K)] = G_1[:, i_1, :] ... G_K[:, i_K, :] G_{K+1}[:, j_1, :] ... G_{K+L}[:, j_L, :],
+h = W0 x + alpha * delta W x. Several experts (a TT-LoRA MoE) stack their cores on a leading axis;
+the model picks one expert per sequence.
+
+Part of the bundle that travels inside every saved model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from .adapter_base import AdaptedLinear, is_fresh
+from .adapter_settings import config_error
+
+
+def factorize(n: int, max_factor: int = 16) -> List[int]:
+    """Splits n into about log_{max_factor}(n) balanced factors (e.g. 576 -> [6, 8, 12]).
+
+    Primes are placed largest first into the currently smallest factor, which keeps factors close.
+    """
+    if n < 2:
+        return [n]
+    primes, rest, p = [], n, 2
+    while p * p <= rest:
+        while rest % p == 0:
+            primes.append(p)
+            rest //= p
+        p += 1
+    if rest > 1:
+        primes.append(rest)
+    count = min(len(primes), max(1, math.ceil(math.log(n) / math.log(max_factor))))
+    bins = [1] * count
+    for prime in sorted(primes, reverse=True):
+        bins[bins.index(min(bins))] *= prime
+    return sorted(b for b in bins if b > 1)
+
+
+def tt_contract(x: torch.Tensor, cores: Sequence[torch.Tensor], input_factors: Sequence[int],
+                output_factors: Sequence[int]) -> torch.Tensor:
+    """delta W x for a batch of tensor trains, contracting x with the cores one by one.
+
+    x: (B, N, D_in); cores[t]: (B, r_{t-1}, s_t, r_t), B = 1 to share one train across all rows.
+    Returns (B, N, D_out). Cost is O(N * D_in * r) for the first core and smaller after: ΔW is never
+    materialised.
+    """
+    batch, tokens, _ = x.shape
+    num_in = len(input_factors)
+    state = x.reshape(batch, tokens, 1, input_factors[0], -1)  # (B, N, r_0=1, m_1, rest)
+    for t in range(num_in):
+        core = cores[t]
+        state = torch.einsum("bnaip,baic->bncp", state, core)  # (B, N, r_t, rest)
+        if t + 1 < num_in:
+            state = state.reshape(batch, tokens, core.shape[-1], input_factors[t + 1], -1)
+    out = state.reshape(batch, tokens, -1, 1)  # (B, N, r_K, Q=1)
+    for core in cores[num_in:]:
+        out = torch.einsum("bnaq,bajc->bncqj", out, core)  # output index j_t appended least significant
+        out = out.reshape(batch, tokens, core.shape[-1], -1)
+    return out.reshape(batch, tokens, -1)
+
+
+def tt_reconstruct(cores: Sequence[torch.Tensor], input_factors: Sequence[int],
+                   output_factors: Sequence[int]) -> torch.Tensor:
+    """The full delta W (D_out, D_in) of one tensor train; cores[t]: (r_{t-1}, s_t, r_t).
+
+    Chains the cores left to right into a (prod s_t, 1) column whose row index is (i_1..i_K, j_1..j_L)
+    in row-major order, the same ordering tt_contract uses.
+    """
+    chain = cores[0].reshape(-1, cores[0].shape[-1])  # (s_1, r_1)
+    for core in cores[1:]:
+        chain = (chain @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
+    d_in, d_out = math.prod(input_factors), math.prod(output_factors)
+    return chain.reshape(d_in, d_out).T
+
+
+class TTLoRALinear(AdaptedLinear):
+    """tt_cores[t]: (E, r_{t-1}, s_t, r_t) for the E experts (E = 1 for a single TT-LoRA).
+    Init: each core kaiming-uniform then divided by its Frobenius norm (delta W != 0 at init)."""
+
+    method = "ttlora"
+
+    def __init__(self, base, name, settings, shared, input_factors: Optional[List[int]] = None,
+                 output_factors: Optional[List[int]] = None):
+        super().__init__(base, name, settings, shared)
+        self.input_factors = self._checked_factors(input_factors, self.in_features, "input", 0)
+        self.output_factors = self._checked_factors(output_factors, self.out_features, "output", 1)
+        sizes = self.input_factors + self.output_factors
+        ranks = [1] + [settings.tt_rank] * (len(sizes) - 1) + [1]
+        self.tt_cores = nn.ParameterList(
+            self.new_parameter(self.num_experts, ranks[t], s, ranks[t + 1]) for t, s in enumerate(sizes))
+        self.scaling = settings.tt_alpha
+        self.reset_adapter_parameters()
+
+    def _checked_factors(self, factors, dim: int, side: str, position: int) -> List[int]:
+        if factors is None:
+            return factorize(dim)
+        if math.prod(factors) != dim:
+            leaf = self.module_name.rsplit(".", 1)[-1]
+            raise config_error(f"tt_factors[{leaf!r}][{position}]",
+                               f"({side} factors) must multiply to the layer's {side} dimension {dim}",
+                               list(factors), f"use factors whose product is {dim}, e.g. {factorize(dim)}.")
+        return list(factors)
+
+    @torch.no_grad()
+    def reset_adapter_parameters(self) -> None:
+        for core in self.tt_cores:
+            if not is_fresh(core):
+                continue
+            for e in range(self.num_experts):
+                nn.init.kaiming_uniform_(core[e], a=math.sqrt(5))
+                core[e].div_(core[e].norm())
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x = self.input_dropout(x)
+        if self.num_experts == 1:
+            cores = list(self.tt_cores)  # (1, ...) broadcast over every row
+            rows = x.reshape(1, -1, self.in_features)
+        else:
+            chosen = self.shared.sequence_experts
+            if chosen is None:
+                raise RuntimeError(f"{self.module_name}: a TT-LoRA MoE layer needs the model to choose one expert per "
+                                   "sequence first; call the model, not the layer.")
+            cores = [core[chosen] for core in self.tt_cores]  # (B, ...): each sequence its expert
+            rows = x.reshape(chosen.shape[0], -1, self.in_features)
+        out = tt_contract(rows, cores, self.input_factors, self.output_factors)
+        return (out * self.scaling).reshape(*lead, self.out_features)
+
+    def delta_weight(self, expert: int = 0) -> torch.Tensor:
+        """alpha * delta W (D_out, D_in) of one expert, rebuilt from its cores."""
+        cores = [core[expert] for core in self.tt_cores]
+        return tt_reconstruct(cores, self.input_factors, self.output_factors) * self.scaling
