@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .adapter_base import AdaptedLinear, kaiming_init, zero_init
-from .routing import jitter, route, sparse_combine
+from .routing import ExpertDispatch, grouped_down, grouped_up, jitter, route
 
 
 class MoELoRALinear(AdaptedLinear):
@@ -46,7 +46,8 @@ class MoELoRALinear(AdaptedLinear):
             z = F.linear(inputs, self.lora_A).view(-1, self.num_experts, d)
             out = F.linear((z * weights.to(z.dtype).unsqueeze(-1)).flatten(1), bank)
         else:
-            # Router reads x, so even the down-projection runs only for each expert's own tokens.
-            out = sparse_combine(lambda e, t: F.linear(inputs[t], self.lora_A[e * d:(e + 1) * d]),
-                                 weights, top_idx, bank, d)
+            # The router reads x, so even the down-projection runs only on each expert's own tokens.
+            dispatch = ExpertDispatch(top_idx, weights)
+            codes = grouped_down(dispatch.gather(inputs), self.lora_A)
+            out = dispatch.combine(grouped_up(dispatch.gate(codes), bank))
         return (out * self.scaling).view(*lead, self.out_features)

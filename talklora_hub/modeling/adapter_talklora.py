@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapter_base import AdaptedLinear, is_fresh, kaiming_init, zero_init
-from .routing import jitter, route, sparse_combine
+from .routing import ExpertDispatch, grouped_up, jitter, route
 
 
 class TalkLoRALinear(AdaptedLinear):
@@ -81,6 +81,8 @@ class TalkLoRALinear(AdaptedLinear):
         if top_idx is None:
             out = F.linear((z.view(-1, self.num_experts, d) * weights.to(z.dtype).unsqueeze(-1)).flatten(1), up)
         else:
-            # The router needed every chunk of z; only the up-projections are skipped per expert.
-            out = sparse_combine(lambda e, t: z[t, e * d:(e + 1) * d], weights, top_idx, up, d)
+            # The router needed every chunk of z; only the unselected experts' up-projections are skipped.
+            dispatch = ExpertDispatch(top_idx, weights)
+            codes = dispatch.gather_chunks(z.view(-1, self.num_experts, d))
+            out = dispatch.combine(grouped_up(dispatch.gate(codes), up))
         return self.output_dropout(out * self.scaling).view(*lead, self.out_features)

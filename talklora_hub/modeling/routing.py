@@ -1,5 +1,5 @@
-"""Token routing for the expert mixtures: softmax / top-k weights, the load-balancing loss, the sparse
-combine that skips unselected experts, and the recorder that makes routing observable.
+"""Token routing for the expert mixtures: softmax / top-k weights, the load-balancing loss, the dispatch
+that computes each expert only on its own tokens, and the recorder that makes routing observable.
 
 Part of the bundle that travels inside every saved model: imports only torch and the standard library.
 """
@@ -7,7 +7,7 @@ Part of the bundle that travels inside every saved model: imports only torch and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -57,26 +57,64 @@ def load_balancing_loss(probs: torch.Tensor, top_idx: Optional[torch.Tensor],
     return num_experts * (chosen.mean(dim=0) * probs.mean(dim=0)).sum()
 
 
-def sparse_combine(expert_codes: Callable[[int, torch.Tensor], torch.Tensor], weights: torch.Tensor,
-                   top_idx: torch.Tensor, bank: torch.Tensor, expert_rank: int) -> torch.Tensor:
-    """Sum of the selected experts' outputs, computing each expert only on the tokens routed to it.
+class ExpertDispatch:
+    """Top-k routing laid out for batched expert compute: the (token, expert) pairs grouped by expert
+    into an (E, C) grid, C the busiest expert's token count.
 
-    expert_codes(e, tokens) -> (n_e, d): expert e's low-rank code for those tokens;
-    weights: (N, E); top_idx: (N, k); bank: (D_out, E*d), expert e owns columns [e*d, (e+1)*d).
-    Returns (N, D_out). The Python loop runs over experts, not tokens: E small matmuls on n_e rows
-    instead of one dense matmul on all N rows, which is what makes top-k cheaper than dense.
+    Two grouped matmuls over (E, C, .) then cost about k/E of the dense ones when routing is balanced,
+    with no Python loop over experts. Padding slots point at token 0 with gate 0, so they add nothing.
+    top_idx: (N, k) chosen experts; weights: (N, E) routing weights (zero off the chosen experts).
     """
-    num_tokens, num_experts = weights.shape
-    out = bank.new_zeros(num_tokens, bank.shape[0])
-    selected = torch.zeros(num_tokens, num_experts, dtype=torch.bool, device=weights.device)
-    selected.scatter_(1, top_idx, True)
-    for e in range(num_experts):
-        tokens = selected[:, e].nonzero().squeeze(-1)
-        if tokens.numel() == 0:
-            continue
-        code = expert_codes(e, tokens) * weights[tokens, e].unsqueeze(-1).to(bank.dtype)
-        out.index_add_(0, tokens, F.linear(code, bank[:, e * expert_rank:(e + 1) * expert_rank]))
-    return out
+
+    def __init__(self, top_idx: torch.Tensor, weights: torch.Tensor):
+        num_tokens, k = top_idx.shape
+        top_vals = weights.gather(1, top_idx)
+        device = top_idx.device
+        experts = top_idx.reshape(-1)
+        order = torch.argsort(experts, stable=True)
+        sorted_experts = experts[order]  # M = N * k (token, expert) pairs, grouped by expert
+        counts = torch.bincount(experts, minlength=weights.shape[-1])
+        self.num_experts, self.num_tokens = counts.numel(), num_tokens
+        self.capacity = int(counts.max())
+        starts = torch.cumsum(counts, 0) - counts
+        slots = sorted_experts * self.capacity + torch.arange(experts.numel(), device=device) - starts[sorted_experts]
+        size = self.num_experts * self.capacity
+        tokens = torch.arange(num_tokens, device=device).repeat_interleave(k)[order]
+        self.grid_tokens = torch.zeros(size, dtype=torch.long, device=device).index_copy(0, slots, tokens)
+        self.grid_experts = torch.arange(self.num_experts, device=device).repeat_interleave(self.capacity)
+        self.gates = top_vals.new_zeros(size).index_copy(0, slots, top_vals.reshape(-1)[order])
+
+    def gather(self, rows: torch.Tensor) -> torch.Tensor:
+        """(N, F) per-token rows -> (E, C, F) grid (index_select: far cheaper than x[idx] on CPU)."""
+        return rows.index_select(0, self.grid_tokens).view(self.num_experts, self.capacity, -1)
+
+    def gather_chunks(self, codes: torch.Tensor) -> torch.Tensor:
+        """(N, E, d) per-expert codes -> (E, C, d): each slot's own expert chunk of its token's code."""
+        flat = codes.reshape(-1, codes.shape[-1])
+        return flat.index_select(0, self.grid_tokens * codes.shape[1] + self.grid_experts).view(
+            self.num_experts, self.capacity, -1)
+
+    def gate(self, grid: torch.Tensor) -> torch.Tensor:
+        """Scales each (E, C, F) row by its routing weight (0 on padding)."""
+        return grid * self.gates.view(self.num_experts, self.capacity, 1).to(grid.dtype)
+
+    def combine(self, grid: torch.Tensor) -> torch.Tensor:
+        """(E, C, F) gated expert outputs -> (N, F), each token's outputs summed over its k experts."""
+        rows = grid.reshape(-1, grid.shape[-1])
+        return rows.new_zeros(self.num_tokens, rows.shape[-1]).index_add(0, self.grid_tokens, rows)
+
+
+def grouped_down(grid: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """grid (E, C, D_in) through each expert's rows of a down-projection (r, D_in) -> (E, C, d)."""
+    num_experts = grid.shape[0]
+    # einsum lets torch pick a contiguous batched layout; a bmm on the transposed view is ~20x slower on CPU.
+    return torch.einsum("ecd,ekd->eck", grid, matrix.view(num_experts, -1, matrix.shape[-1]))
+
+
+def grouped_up(grid: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """grid (E, C, d) through each expert's columns of an up-projection (D_out, r) -> (E, C, D_out)."""
+    num_experts = grid.shape[0]
+    return torch.einsum("eck,oek->eco", grid, matrix.view(matrix.shape[0], num_experts, -1))
 
 
 @dataclass
