@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "talklora_hub.data.commands",
     "talklora_hub.train.commands",
     "talklora_hub.hub.commands",
+    "talklora_hub.hub.publish_commands",
     "talklora_hub.spaces_commands",
 )
 

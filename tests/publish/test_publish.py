@@ -159,3 +159,20 @@ def test_peft_export_loads_in_peft_with_identical_logits(tmp_path, ids):
         torch.testing.assert_close(moe(ids).logits, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ArtifactError, match="only method='lora'"):
         export_peft(TalkLoRAForCausalLM.from_base(tiny_base("llama"), AdapterSettings(r=8)), tmp_path / "x")
+
+
+def test_cli_push_pull_and_zoo_list(hub, base_repo, tmp_path):
+    wrapped(base_repo, "lora").save_pretrained(tmp_path / "m")
+    env = {**os.environ, **hub.env(), "HF_HOME": str(tmp_path / "hf")}
+
+    def cli(*args):
+        done = subprocess.run([sys.executable, "-m", "talklora_hub.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    assert "(new commit)" in cli("push", str(tmp_path / "m"), "user/cli-lora", "--task", "spam")
+    assert "(unchanged, no commit)" in cli("push", str(tmp_path / "m"), "user/cli-lora", "--task", "spam")
+    assert "method=lora" in cli("pull", "user/cli-lora")
+    listing = cli("zoo", "list")
+    assert "user/cli-lora" in listing and "lora" in listing
