@@ -1,11 +1,11 @@
 """Layer-level speed of the adapters on SmolLM2-135M's real projection shapes, batch 8 x 128, CPU.
 
-  python benchmarks/bench_layers.py [--repeats 15]
+  python benchmarks/bench_layers.py [--repeats 15] [--threads 1] [--shapes 576x576,576x192,...]
 
 Rows (ratios of medians, variants interleaved in one process):
   1. TalkLoRA layer fwd+bwd / PEFT LoRA layer fwd+bwd at the same total rank r=32 (target <= 1.3)
   2. per-expert-loop TalkLoRA (the official code's structure) / this project's TalkLoRA at E=8 (target >= 2)
-  3. MoELoRA r=64, top-1 of 8 experts / dense 8 experts, fwd+bwd (target <= 0.6)
+  3. MoELoRA r=64, top-1 of 8 experts / dense 8 experts, the adapter branch fwd+bwd (target <= 0.6)
   4. TT-LoRA forward by contraction / by reconstructing delta W, at batch 1 and 8 x 128
 """
 
@@ -51,11 +51,26 @@ def peft_lora(d_in, d_out, r):
     return get_peft_model(holder, LoraConfig(r=r, lora_alpha=r, target_modules=["proj"], lora_dropout=0.0))
 
 
+class Branch(nn.Module):
+    """Only the update delta(x) of an adapter layer (no frozen base map)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer.delta(x)
+
+
 def fwd_bwd(module, x):
+    """Forward, then backward from a fixed upstream gradient (no loss ops to dilute the comparison)."""
+    with torch.no_grad():
+        upstream = torch.randn_like(module(x))
+
     def run():
         x.grad = None
         module.zero_grad(set_to_none=True)
-        module(x).float().pow(2).mean().backward()
+        module(x).backward(upstream)
     return run
 
 
@@ -69,10 +84,15 @@ def fwd(module, x):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared machine a preempted second thread stalls every "
+                             "parallel matmul at its barrier, which swamps the comparison)")
+    parser.add_argument("--shapes", default=",".join(f"{i}x{o}" for i, o in SHAPES))
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []
-    for d_in, d_out in SHAPES:
+    for d_in, d_out in (tuple(map(int, shape.split("x"))) for shape in args.shapes.split(",")):
         x = torch.randn(*TOKENS, d_in, requires_grad=True)
         shape = f"{d_in}->{d_out}"
 
@@ -89,15 +109,21 @@ def main() -> None:
         loop_module = nn.Module()
         loop_module.forward = loop_layer
         loop_module.zero_grad = loop8.zero_grad
-        t = interleaved_medians({"loop": fwd_bwd(loop_module, x), "ours": fwd_bwd(talk8, x)}, args.repeats)
-        rows.append([shape, "per-expert-loop TalkLoRA / ours, E=8, r=32, fwd+bwd",
+        t = interleaved_medians({"loop": fwd_bwd(loop_module, x), "ours": fwd_bwd(talk8, x),
+                                 "loop_branch": fwd_bwd(loop8, x), "ours_branch": fwd_bwd(Branch(talk8), x)},
+                                args.repeats)
+        rows.append([shape, "per-expert-loop TalkLoRA / ours, E=8, r=32, whole layer fwd+bwd",
                      f"{t['loop'] * 1e3:.2f} / {t['ours'] * 1e3:.2f} ms", f"{t['loop'] / t['ours']:.2f}", ">= 2"])
+        rows.append([shape, "per-expert-loop TalkLoRA / ours, E=8, r=32, adapter branch fwd+bwd",
+                     f"{t['loop_branch'] * 1e3:.2f} / {t['ours_branch'] * 1e3:.2f} ms",
+                     f"{t['loop_branch'] / t['ours_branch']:.2f}", ">= 2"])
 
         dense = build(MoELoRALinear, d_in, d_out, method="moelora", r=64, num_experts=8)
         top1 = build(MoELoRALinear, d_in, d_out, method="moelora", r=64, num_experts=8, num_experts_per_tok=1)
         top1.load_state_dict(dense.state_dict())
-        t = interleaved_medians({"top1": fwd_bwd(top1, x), "dense": fwd_bwd(dense, x)}, args.repeats)
-        rows.append([shape, "MoELoRA r=64 top-1 of 8 / dense 8, fwd+bwd",
+        # The adapter branch alone: routing can only save the update's compute, never the frozen W0 x.
+        t = interleaved_medians({"top1": fwd_bwd(Branch(top1), x), "dense": fwd_bwd(Branch(dense), x)}, args.repeats)
+        rows.append([shape, "MoELoRA r=64 top-1 of 8 / dense 8, adapter branch fwd+bwd",
                      f"{t['top1'] * 1e3:.2f} / {t['dense'] * 1e3:.2f} ms", f"{t['top1'] / t['dense']:.2f}", "<= 0.6"])
 
         tt = build(TTLoRALinear, d_in, d_out, method="ttlora")
@@ -115,6 +141,15 @@ def main() -> None:
             rows.append([shape, f"TT-LoRA contraction / reconstruction, forward, {label}",
                          f"{t['contract'] * 1e3:.3f} / {t['rebuild'] * 1e3:.3f} ms",
                          f"{t['contract'] / t['rebuild']:.2f}", "(report)"])
+    x = torch.randn(*TOKENS, 576, requires_grad=True)
+    for r in (64, 128, 256, 512):  # where top-1 starts to pay: the saved FLOPs must outweigh gather/scatter traffic
+        dense = build(MoELoRALinear, 576, 576, method="moelora", r=r, num_experts=8)
+        top1 = build(MoELoRALinear, 576, 576, method="moelora", r=r, num_experts=8, num_experts_per_tok=1)
+        top1.load_state_dict(dense.state_dict())
+        t = interleaved_medians({"top1": fwd_bwd(Branch(top1), x), "dense": fwd_bwd(Branch(dense), x)}, args.repeats)
+        rows.append(["576->576", f"MoELoRA r={r} top-1 of 8 / dense 8, adapter branch fwd+bwd (rank sweep)",
+                     f"{t['top1'] * 1e3:.2f} / {t['dense'] * 1e3:.2f} ms", f"{t['top1'] / t['dense']:.2f}",
+                     "<= 0.6 at r=64"])
     print(f"machine: {machine()}; tokens {TOKENS[0]}x{TOKENS[1]}; medians of {args.repeats} interleaved runs\n")
     print(table(["shape", "comparison", "times", "ratio", "target"], rows))
 

@@ -152,6 +152,10 @@ class AdaptedLinear(nn.Module):
     def adapter_dtype(self) -> torch.dtype:
         return next(p for n, p in self.named_parameters() if n not in self.base_parameter_names).dtype
 
+    def scaled(self, out: torch.Tensor) -> torch.Tensor:
+        """out * scaling, skipping the pass over (N, D_out) when the scale is exactly 1 (the default)."""
+        return out if self.scaling == 1.0 else out * self.scaling
+
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         """The update's output, (..., D_out)."""
         raise NotImplementedError

@@ -27,7 +27,7 @@ class LoRALinear(AdaptedLinear):
         zero_init(self.lora_B)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(self.input_dropout(x), self.lora_A), self.lora_B) * self.scaling
+        return self.scaled(F.linear(F.linear(self.input_dropout(x), self.lora_A), self.lora_B))
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A) * self.scaling

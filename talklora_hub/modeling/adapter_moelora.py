@@ -50,4 +50,4 @@ class MoELoRALinear(AdaptedLinear):
             dispatch = ExpertDispatch(top_idx, weights)
             codes = grouped_down(dispatch.gather(inputs), self.lora_A)
             out = dispatch.combine(grouped_up(dispatch.gate(codes), bank))
-        return (out * self.scaling).view(*lead, self.out_features)
+        return self.scaled(out).view(*lead, self.out_features)

@@ -85,4 +85,4 @@ class TalkLoRALinear(AdaptedLinear):
             dispatch = ExpertDispatch(top_idx, weights)
             codes = dispatch.gather_chunks(z.view(-1, self.num_experts, d))
             out = dispatch.combine(grouped_up(dispatch.gate(codes), up))
-        return self.output_dropout(out * self.scaling).view(*lead, self.out_features)
+        return self.output_dropout(self.scaled(out)).view(*lead, self.out_features)

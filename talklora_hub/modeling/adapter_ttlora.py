@@ -131,7 +131,7 @@ class TTLoRALinear(AdaptedLinear):
             cores = [core[chosen] for core in self.tt_cores]  # (B, ...): each sequence its expert
             rows = x.reshape(chosen.shape[0], -1, self.in_features)
         out = tt_contract(rows, cores, self.input_factors, self.output_factors)
-        return (out * self.scaling).reshape(*lead, self.out_features)
+        return self.scaled(out).reshape(*lead, self.out_features)
 
     def delta_weight(self, expert: int = 0) -> torch.Tensor:
         """alpha * delta W (D_out, D_in) of one expert, rebuilt from its cores."""
