@@ -1,6 +1,6 @@
 """Whole-model training step, TalkLoRA vs PEFT LoRA, on SmolLM2-135M (its real shapes), batch 8 x 128, CPU.
 
-  python benchmarks/bench_model.py [--rounds 2] [--steps 3] [--model PATH]
+  python benchmarks/bench_model.py [--rounds 2] [--steps 3] [--model PATH] [--threads 1]
 
 Both adapters target q, k, v, up, down at r = 32. Each variant runs in its own subprocess (so peak RSS
 is its own); the variants alternate for --rounds rounds and the medians of their step times are
@@ -76,8 +76,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--model", default=None)
     parser.add_argument("--variants", default="talklora,peft-lora")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (see bench_layers.py)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(run_variant(args.child, args.steps, args.model)))
         return
@@ -85,7 +87,7 @@ def main() -> None:
     results = {v: {"times": [], "peak_mib": [], "trainable": 0} for v in variants}
     for _ in range(args.rounds):
         for variant in variants:
-            cmd = [sys.executable, __file__, "--child", variant, "--steps", str(args.steps)]
+            cmd = [sys.executable, __file__, "--child", variant, "--steps", str(args.steps), "--threads", str(args.threads)]
             if args.model:
                 cmd += ["--model", args.model]
             out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
