@@ -66,11 +66,9 @@ class TinyTalkModel(PreTrainedModel):
 '''
 
 
-def test_trust_remote_code_model_by_repo_id(hub, api, repo_id, tmp_path, monkeypatch):
-    # Keep transformers' dynamic module cache inside the test directory.
-    import transformers.dynamic_module_utils as dynamic
-
-    monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+def test_trust_remote_code_model_by_repo_id(hub, api, repo_id, tmp_path):
+    # The dynamic-module cache is isolated for the whole session by tests/conftest.py: patching it per
+    # test would leave `transformers_modules` in sys.modules pointing at this test's folder.
     source = tmp_path / "src"
     source.mkdir()
     (source / "configuration_tiny.py").write_text(REMOTE_CONFIG)
