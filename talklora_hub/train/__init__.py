@@ -1,0 +1,32 @@
+"""Training for talklora_hub: one entry point for every adapter method, base model and task.
+
+    from talklora_hub.train import TrainConfig, train
+    result = train(TrainConfig(base="smollm2-135m-instruct", method="talklora", tasks=["spam"], max_steps=20))
+
+    talklora-hub train --base smollm2-135m-instruct --method talklora --task spam --max-steps 20 --bf16
+    talklora-hub train ttlora-moe --base smollm2-135m-instruct --task spam,fortune_topic --output runs/moe
+
+Modules: config (TrainConfig), trainer (train, TrainResult), data (tasks -> batches), evaluate
+(per-task metrics, router accuracy), routing_health (expert load / entropy / CV / dead experts),
+checkpoint (exact resume), compose (TT-LoRA MoE: compose_ttlora_moe, freeze_experts, routing
+control), recipes (the TT-LoRA MoE comparison), commands (CLI). Names are imported lazily so
+`import talklora_hub.train` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "TrainConfig": "config", "train": "trainer", "TrainResult": "trainer",
+    "compose_ttlora_moe": "compose", "freeze_experts": "compose", "SequenceRouting": "compose",
+    "router_accuracy": "evaluate", "RoutingHealth": "routing_health",
+    "ttlora_moe_recipe": "recipes", "compare_ttlora_moe": "recipes",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,219 @@
+"""TT-LoRA MoE (arXiv 2504.21190) stage 2 building blocks.
+
+compose_ttlora_moe stacks E single-expert TT-LoRA models (stage 1, one per task) into one model
+with E experts per adapted layer and a fresh sequence router; freeze_experts leaves only the router
+trainable. SequenceRouting controls what the router sees and which expert serves each sequence:
+
+- prompt_mask: the router reads the frozen base's state at the last *prompt* token. In training and
+  in verbalizer scoring the input also holds the answer; without this the router would read the
+  answer's last token (a leak, and not what it sees in generation, which routes on the prompt).
+  The bare base pass is causal, so masking the answer positions leaves the prompt positions' states
+  exactly as they are in a prompt-only pass.
+- experts: force the expert per sequence (teacher forcing, or "each expert alone" evaluation); the
+  router logits are still computed (and returned) so its cross-entropy can be trained.
+
+It wraps the model's `_choose_sequence_experts` on the instance for the duration of a `with` block
+(the model has no forward argument for either yet; see the report for the proposed one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import torch
+
+from ..modeling import AdapterSettings, TalkLoRAForCausalLM, TalkLoRAPreTrainedModel
+from ..modeling.adapter_base import adapter_layers
+from ..modeling.adapter_settings import config_error
+
+# Settings that define what a TT expert computes, so they must agree (dropout, which only acts in
+# training, and r, which TT-LoRA does not use, may differ; the MoE takes expert 0's).
+_SHARED_SETTINGS = ("target_modules", "tt_rank", "tt_alpha", "tt_factors", "modules_to_save")
+
+
+def _base_tensors(model: TalkLoRAPreTrainedModel) -> Dict[str, torch.Tensor]:
+    """The frozen base's tensors by name (adapter tensors, banks and the router excluded)."""
+    adapter = set()
+    for name, layer in adapter_layers(model).items():
+        adapter.update(f"{name}.{p}" for p in layer.adapter_parameter_names())
+    return {n: p for n, p in model.state_dict().items()
+            if n not in adapter and not n.startswith(("adapter_shared.", "sequence_router."))}
+
+
+def compose_ttlora_moe(expert_models: Sequence[TalkLoRAPreTrainedModel],
+                       base: Union[None, str, torch.nn.Module] = None,
+                       check_base_weights: bool = True) -> TalkLoRAForCausalLM:
+    """One TT-LoRA MoE model from E trained single-expert TT-LoRA models.
+
+    Every expert must be method "ttlora" with one expert, the same settings (rank, alpha, targets,
+    factors) and the same base (architecture and, with check_base_weights, bit-identical weights).
+    Expert e's cores become slice e of the stacked cores (E, r_prev, s, r_next); the sequence router
+    is fresh. base: the base model (object or path) to build on; None rebuilds it from the first
+    expert's own base weights. Returns a TalkLoRAForCausalLM whose experts are trainable as built:
+    call freeze_experts for stage 2. The caller's RNG state is left as it was (the router's init is
+    drawn from it, then the state is restored).
+    """
+    experts = list(expert_models)
+    if len(experts) < 2:
+        raise config_error("expert_models", "must hold at least two single-expert TT-LoRA models", len(experts),
+                           "train one TT-LoRA expert per task (method='ttlora', num_experts=1) first.")
+    first = experts[0]
+    cls = type(first)
+    if not isinstance(first, TalkLoRAForCausalLM):
+        raise config_error("expert_models[0]", "must be a TalkLoRAForCausalLM (every task speaks through the one LM "
+                           "head; a classification head is per task and cannot be shared)", type(first).__name__,
+                           "train the experts as causal LMs (a decoder base).")
+    reference = first.adapter_settings
+    for index, model in enumerate(experts):
+        if not isinstance(model, TalkLoRAPreTrainedModel):
+            raise config_error(f"expert_models[{index}]", "must be a talklora_hub model", type(model).__name__,
+                               "load it with TalkLoRAForCausalLM.from_pretrained(folder).")
+        if type(model) is not cls:
+            raise config_error(f"expert_models[{index}]", f"must be a {cls.__name__} like expert 0",
+                               type(model).__name__, "compose experts with the same head.")
+        settings = model.adapter_settings
+        if settings.method != "ttlora" or settings.num_experts != 1:
+            raise config_error(f"expert_models[{index}]", "must be a single-expert TT-LoRA model (method='ttlora', "
+                               "num_experts=1)", f"method={settings.method!r}, num_experts={settings.num_experts}",
+                               "train each expert with method='ttlora' and num_experts=1.")
+        for key in _SHARED_SETTINGS:
+            if getattr(settings, key) != getattr(reference, key):
+                raise config_error(f"expert_models[{index}]", f"must share {key} with expert 0",
+                                   f"{getattr(settings, key)!r} vs {getattr(reference, key)!r}",
+                                   "train every expert with the same adapter settings.")
+        if _architecture(model) != _architecture(first):
+            raise config_error(f"expert_models[{index}]", "must be built on the same base model (config) as expert 0",
+                               model.config.base_model_name_or_path, "train every expert on one base model.")
+
+    with torch.random.fork_rng(devices=[]):  # composing must not move the caller's RNG stream
+        return _compose(experts, first, cls, reference, base, check_base_weights)
+
+
+def _compose(experts, first, cls, reference, base, check_base_weights):
+    base_model = base
+    if base_model is None:
+        base_model = cls.base_auto_class.from_config(first.config.base_config, dtype=first.dtype)
+        base_model.load_state_dict(_strip_adapters(first), strict=False)
+    elif isinstance(base_model, (str, bytes)) or hasattr(base_model, "__fspath__"):
+        base_model = cls.base_auto_class.from_pretrained(base_model, dtype=first.dtype)
+    settings = AdapterSettings.from_dict({**reference.to_dict(), "num_experts": len(experts)})
+    moe = cls.from_base(base_model, settings)
+    moe.config.base_model_name_or_path = first.config.base_model_name_or_path
+    moe.config.base_model_revision = first.config.base_model_revision
+
+    if check_base_weights:
+        reference_base = _base_tensors(moe)
+        for index, model in enumerate(experts):
+            theirs = _base_tensors(model)
+            if theirs.keys() != reference_base.keys():
+                raise config_error(f"expert_models[{index}]", "must have the same base tensors as the composed model",
+                                   sorted(set(theirs) ^ set(reference_base))[:5], "train every expert on one base.")
+            for name, tensor in reference_base.items():
+                if theirs[name].shape != tensor.shape or not torch.equal(theirs[name].to(tensor.dtype), tensor):
+                    raise config_error(f"expert_models[{index}]", "must be trained on bit-identical base weights",
+                                       f"tensor {name} differs", "train every expert on the same base checkpoint.")
+
+    moe_layers = adapter_layers(moe)
+    expert_layers = [adapter_layers(model) for model in experts]
+    for index, layers in enumerate(expert_layers):
+        if layers.keys() != moe_layers.keys():
+            raise config_error(f"expert_models[{index}]", "must adapt the same modules as expert 0",
+                               sorted(set(layers) ^ set(moe_layers))[:5], "train every expert with the same targets.")
+    with torch.no_grad():
+        for name, layer in moe_layers.items():
+            for t, core in enumerate(layer.tt_cores):
+                parts = [layers[name].tt_cores[t] for layers in expert_layers]
+                for index, part in enumerate(parts):
+                    if tuple(part.shape[1:]) != tuple(core.shape[1:]) or part.shape[0] != 1:
+                        raise config_error(f"expert_models[{index}]", f"core {t} of {name} must have shape "
+                                           f"(1, {', '.join(map(str, core.shape[1:]))})", tuple(part.shape),
+                                           "train every expert with the same tt_rank and factors.")
+                core.copy_(torch.cat([p.detach().to(core.dtype) for p in parts], dim=0))
+    return moe
+
+
+def _architecture(model: TalkLoRAPreTrainedModel) -> Dict[str, Any]:
+    """The base config without where it was loaded from."""
+    return {k: v for k, v in model.config.base_config.to_dict().items()
+            if not k.startswith("_") and k not in ("transformers_version", "dtype", "torch_dtype")}
+
+
+def _strip_adapters(model: TalkLoRAPreTrainedModel) -> Dict[str, torch.Tensor]:
+    """The expert's base weights keyed as in the plain base model (for a base rebuilt from config)."""
+    prefix = "base."
+    return {n[len(prefix):]: t for n, t in _base_tensors(model).items() if n.startswith(prefix)}
+
+
+def freeze_experts(model: TalkLoRAPreTrainedModel) -> List[str]:
+    """Stage 2: everything frozen except the sequence router. Returns the trainable names."""
+    if model.sequence_router is None:
+        raise config_error("model", "must be a TT-LoRA MoE (method='ttlora', num_experts > 1)",
+                           model.adapter_settings.method, "compose the experts with compose_ttlora_moe first.")
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith("sequence_router."))
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def expert_cores(model: TalkLoRAPreTrainedModel) -> Dict[str, torch.Tensor]:
+    """Copies of every TT core (for checking the experts stay bit-identical)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "tt_cores" in n}
+
+
+class SequenceRouting:
+    """What a TT-LoRA MoE's router reads and which expert serves each sequence, per forward.
+
+        routing = SequenceRouting(model)
+        with routing:
+            routing.set(prompt_mask=batch["prompt_mask"], experts=None)
+            out = model(**inputs)              # the router reads the last prompt token
+    """
+
+    def __init__(self, model: TalkLoRAPreTrainedModel):
+        self.model = model
+        self.prompt_mask: Optional[torch.Tensor] = None
+        self.experts: Optional[torch.Tensor] = None
+        self.last_logits: Optional[torch.Tensor] = None
+
+    def set(self, prompt_mask: Optional[torch.Tensor] = None, experts: Optional[torch.Tensor] = None) -> None:
+        self.prompt_mask, self.experts = prompt_mask, experts
+
+    def _choose(self, original, kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
+        if self.prompt_mask is not None and kwargs.get("attention_mask") is not None:
+            mask = kwargs["attention_mask"]
+            if mask.shape == self.prompt_mask.shape:
+                kwargs = {**kwargs, "attention_mask": self.prompt_mask.to(mask.device, mask.dtype)}
+        logits = original(kwargs)
+        if logits is not None and self.experts is not None:
+            self.model.adapter_shared.sequence_experts = self.experts.to(logits.device).long()
+        if logits is not None:
+            self.last_logits = logits
+        return logits
+
+    def __enter__(self) -> "SequenceRouting":
+        if "_choose_sequence_experts" in vars(self.model):
+            raise RuntimeError("the model's sequence routing is already controlled by another SequenceRouting block")
+        original = self.model._choose_sequence_experts
+        self.model._choose_sequence_experts = lambda kwargs: self._choose(original, kwargs)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        vars(self.model).pop("_choose_sequence_experts", None)
+        self.set()
+
+
+@contextlib.contextmanager
+def sequence_routing(model: Optional[TalkLoRAPreTrainedModel]) -> Iterator[Optional[SequenceRouting]]:
+    """A SequenceRouting for a TT-LoRA MoE, None (and nothing changed) for any other model."""
+    if model is None or getattr(model, "sequence_router", None) is None:
+        yield None
+        return
+    with SequenceRouting(model) as routing:
+        yield routing
+
+
+def load_expert(item: Any, cls=TalkLoRAForCausalLM) -> TalkLoRAPreTrainedModel:
+    """A stage-1 expert from a model object or a saved folder."""
+    if isinstance(item, TalkLoRAPreTrainedModel):
+        return item
+    return cls.from_pretrained(str(item))

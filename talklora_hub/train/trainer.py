@@ -1,0 +1,550 @@
+"""`train(TrainConfig) -> TrainResult`: the one training entry point, for every method, base and task.
+
+Design: a plain loop on `accelerate.Accelerator`, not the transformers Trainer. The same script runs
+alone, under `accelerate launch` (DDP on CPU/gloo or GPU/NCCL; mixed precision from the launch
+config or --bf16) or under `torchrun`, with no code change; Accelerator only wraps the model and the
+optimizer. Owning the loop is what the rest of this package needs and the Trainer makes awkward:
+the TT-LoRA MoE stage 2 adds a router cross-entropy from an extra model output and controls what
+the router reads; routing health is read from every step's routing weights; the loss is on answer
+tokens only with our own collation; and checkpoints are a documented safetensors + json layout whose
+resume is bit-exact (data order is a pure function of seed and step, RNG states per process).
+DeepSpeed/FSDP are reachable through `accelerate launch --config_file` (Accelerator.prepare hands
+the model over); they are untested here.
+
+One step = grad_accum micro-batches of batch_size sequences per process, then one AdamW step
+(gradients averaged over processes by DDP), gradient clipping, and one LR-schedule step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..modeling import TalkLoRAForCausalLM, TalkLoRAForSequenceClassification
+from ..modeling.adapter_settings import config_error
+from . import checkpoint as ckpt
+from .compose import compose_ttlora_moe, freeze_experts, load_expert, sequence_routing
+from .config import TrainConfig
+from .data import BatchPlan, LazyEncoded, TaskData, collate, pad_id, resolve_tasks
+from .evaluate import accepts_logits_to_keep, evaluate, headline, router_accuracy
+from .routing_health import RoutingHealth
+
+RESULT_NAME = "train_result.json"
+EVAL_RESULT_NAME = "eval_result.json"
+MODEL_DIR = "model"
+LOG_NAME = "train_log.jsonl"
+
+# Encoder-only families: trained with a classification head ("auto" head).
+ENCODER_TYPES = {"bert", "roberta", "distilbert", "deberta", "deberta-v2", "electra", "xlm-roberta", "albert",
+                 "mpnet", "modernbert", "camembert", "nomic_bert", "xlm-roberta-xl", "ernie"}
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run produced. `to_dict()` is what train_result.json holds; model, tokenizer and task_data
+    (the resolved tasks and examples) are the live objects, for further use in the same process."""
+
+    metrics: Dict[str, Any]
+    headline: Dict[str, float]
+    router: Optional[Dict[str, Any]]
+    routing: Dict[str, Any]
+    parameter_counts: Dict[str, int]
+    config: Dict[str, Any]
+    adapter_settings: Dict[str, Any]
+    data: Dict[str, Any]
+    timing: Dict[str, Any]
+    losses: List[Dict[str, Any]]
+    steps: int
+    total_steps: int
+    stopped_early: bool
+    head: str
+    base: str
+    output_dir: Optional[str] = None
+    model_dir: Optional[str] = None
+    result_path: Optional[str] = None
+    checkpoint: Optional[str] = None
+    pushed: Optional[Any] = None
+    model: Any = dataclasses.field(default=None, repr=False)
+    tokenizer: Any = dataclasses.field(default=None, repr=False)
+    task_data: Any = dataclasses.field(default=None, repr=False)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("model", "tokenizer", "task_data")}
+        out["versions"] = _versions()
+        return json.loads(json.dumps(out, default=str))
+
+
+def _versions() -> Dict[str, str]:
+    import accelerate
+    import transformers
+
+    try:
+        from importlib.metadata import version
+
+        own = version("talklora_hub")
+    except Exception:  # not installed as a distribution
+        own = "unknown"
+    return {"talklora_hub": own, "torch": torch.__version__, "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__, "python": sys.version.split()[0]}
+
+
+# ---- setup -------------------------------------------------------------------------------------
+def resolve_base(base: str) -> str:
+    """A bootstrapped base model name becomes its folder; anything else is passed on as is."""
+    from ..data.base_models import BASE_MODELS, base_model_path
+
+    if base in BASE_MODELS:
+        return str(base_model_path(base))
+    return os.fspath(base)
+
+
+def resolve_head(head: str, base_path: str) -> str:
+    if head != "auto":
+        return head
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = AutoConfig.from_pretrained(base_path)
+    model_type = getattr(config, "model_type", "")
+    if model_type == "talklora_hub":
+        model_type = config.base_config.model_type
+    if model_type in ENCODER_TYPES or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "classification"
+    return "causal"
+
+
+def make_accelerator(cfg: TrainConfig, find_unused: bool):
+    """An Accelerator; a process that already made one with other settings (e.g. tests, recipes
+    running several trainings) gets a fresh accelerator state, keeping the process group."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
+
+    # Under a bare `torchrun` on a machine without a GPU, accelerate needs cpu=True to set up gloo DDP
+    # (`accelerate launch --cpu` says so through ACCELERATE_USE_CPU).
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = cfg.cpu or (launched and not torch.cuda.is_available())
+    precision, note = bf16_plan(cfg.bf16, on_cpu=cpu or not torch.cuda.is_available())
+    kwargs = dict(mixed_precision=precision, cpu=cpu,
+                  kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)])
+    if note:
+        warnings.warn(note)
+    try:
+        accelerator = Accelerator(**kwargs)
+    except ValueError as error:
+        if "already been initialized" not in str(error):
+            raise
+        AcceleratorState._reset_state(reset_partial_state=False)
+        accelerator = Accelerator(**kwargs)
+    accelerator.bf16_note = note
+    return accelerator
+
+
+def native_bf16(on_cpu: bool) -> bool:
+    """Whether bfloat16 matmuls run natively: AVX512-BF16 or AMX on a CPU, bf16 support on a GPU."""
+    if not on_cpu:
+        return torch.cuda.is_bf16_supported()
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+def bf16_plan(bf16, on_cpu: bool):
+    """(Accelerator mixed_precision, note). bf16=True uses bf16 autocast where the hardware runs it
+    natively and falls back to fp32 (with a note) where it would be emulated, e.g. a CPU without
+    AVX512-BF16/AMX, on which bf16 matmuls are several times slower than fp32; "force" uses it anyway.
+    False leaves it to the launcher (`accelerate launch --mixed_precision`)."""
+    if not bf16:
+        return None, None
+    if bf16 == "force" or native_bf16(on_cpu):
+        return "bf16", None
+    where = "this CPU has no AVX512-BF16/AMX" if on_cpu else "this GPU does not support bf16"
+    return "no", (f"bf16 requested but {where}: bf16 autocast would be emulated and slower than fp32, so this run "
+                  "uses fp32. Pass bf16='force' (--bf16 force) to use it anyway.")
+
+
+def _check_push_available(repo: Optional[str]) -> None:
+    if repo is None:
+        return
+    try:
+        import talklora_hub.hub.publish  # noqa: F401
+    except ModuleNotFoundError as error:
+        if error.name not in ("talklora_hub.hub.publish", "talklora_hub.hub"):
+            raise
+        raise config_error("push", "needs the publishing module talklora_hub.hub.publish, which this installation "
+                           "does not have yet", repo, "train without --push and publish the saved folder later, or "
+                           "update talklora_hub.") from None
+
+
+def _load_tokenizer(cfg: TrainConfig, base_path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or base_path)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_model(cfg: TrainConfig, base_path: str, head: str, data: TaskData):
+    """The model to train: a fresh adapter on the base, or (stage 2) the composed TT-LoRA MoE with
+    only its router trainable."""
+    if cfg.is_moe_router_stage:
+        if head != "causal":
+            raise config_error("head", "must be causal for a TT-LoRA MoE (the experts share the LM head)", head,
+                               "train the experts and the router on a decoder base.")
+        experts = [load_expert(item) for item in cfg.ttlora_experts]
+        model = compose_ttlora_moe(experts, base=base_path)
+        freeze_experts(model)
+        del experts
+        return model
+    settings = cfg.adapter_settings()
+    if head == "classification":
+        names = data.label_names
+        if not names:
+            raise config_error("tasks", "must include a classification task (with a 'label' column) for a "
+                               "classification head", data.names, "pick classification tasks for an encoder base.")
+        return TalkLoRAForSequenceClassification.from_base(
+            base_path, settings, dtype=torch.float32, num_labels=len(names),
+            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    return TalkLoRAForCausalLM.from_base(base_path, settings, dtype=torch.float32)
+
+
+def lr_lambda(total: int, warmup: int, kind: str):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if kind == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return max(0.0, 1.0 - progress)
+    return factor
+
+
+def _resume_path(cfg: TrainConfig) -> Optional[Path]:
+    if not cfg.resume:
+        return None
+    if isinstance(cfg.resume, str):
+        path = Path(cfg.resume)
+        if path.is_dir() and (path / "trainer_state.json").is_file():
+            return path
+        found = ckpt.latest_checkpoint(path) if path.is_dir() else None
+        if found is None:
+            raise config_error("resume", "must be True or a checkpoint folder (or a run folder holding checkpoints/)",
+                               cfg.resume, "pass --resume alone to continue from the latest checkpoint in --output.")
+        return found
+    return ckpt.latest_checkpoint(cfg.output)
+
+
+def _log(message: str, accelerator) -> None:
+    if accelerator.is_main_process:
+        print(message, file=sys.stderr, flush=True)
+
+
+# ---- the run -----------------------------------------------------------------------------------
+def train(config: TrainConfig) -> TrainResult:
+    """Trains (or with eval_only, only evaluates) the adapter of `config`; see TrainConfig."""
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    cfg = config
+    started = time.perf_counter()
+    _check_push_available(cfg.push)
+    base_path = resolve_base(cfg.base)
+    head = resolve_head(cfg.head, base_path)
+    settings_preview = cfg.adapter_settings()
+    find_unused = settings_preview.num_experts_per_tok is not None
+    accelerator = make_accelerator(cfg, find_unused)
+    set_seed(cfg.seed)
+
+    tokenizer = _load_tokenizer(cfg, base_path)
+    data = resolve_tasks(cfg.tasks, head, cfg.seed, cfg.max_train_examples, cfg.max_eval_examples, cfg.eval_split,
+                         cfg.cache_dir, need_train=not cfg.eval_only)
+    model = build_model(cfg, base_path, head, data)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    stage2 = cfg.is_moe_router_stage
+    is_token_routed = model.adapter_settings.is_routed
+    aux_coef = model.adapter_settings.router_aux_loss_coef
+    # Causal LMs: logits only where an answer token is predicted (the lm_head over a 49k vocabulary is
+    # a fifth of SmolLM2's step); the loss is the same mean over answer tokens.
+    keep_logits = head == "causal" and accepts_logits_to_keep(model)
+    counts = model.parameter_counts()
+
+    train_rows = data.splits["train"]
+    encoded = LazyEncoded(train_rows, tokenizer, head, cfg.max_length, data)
+    plan = BatchPlan(max(1, len(encoded)), cfg.batch_size, cfg.grad_accum, accelerator.num_processes,
+                     accelerator.process_index, cfg.seed)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * plan.steps_per_epoch))
+    warmup = int(cfg.warmup_ratio * total_steps)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, warmup, cfg.lr_scheduler))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    inner = accelerator.unwrap_model(model)
+    health = RoutingHealth(cfg.dead_threshold)
+
+    # Everything a resumed run needs to carry on as if never stopped (the open log window included).
+    state: Dict[str, Any] = {"step": 0, "losses": [], "tokens": 0, "answer_tokens": 0, "train_seconds": 0.0,
+                             "router_hits": 0, "router_seen": 0,
+                             "window": {"loss": 0.0, "ce": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}}
+    resume_from = _resume_path(cfg)
+    if cfg.eval_only:
+        _load_for_eval(cfg, inner, head, accelerator)
+    elif resume_from is not None:
+        saved = ckpt.load_trainer_state(resume_from)
+        if saved.get("fingerprint") != cfg.fingerprint():
+            raise config_error("resume", "must continue a run with the same settings (method, rank, tasks, lr, steps, "
+                               "seed, ...)", str(resume_from), "resume with the original arguments, or start a new "
+                               "--output.")
+        loaded = ckpt.load_checkpoint(resume_from, inner, optimizer, scheduler, accelerator)
+        state.update({k: loaded[k] for k in state if k in loaded})
+        health.load_state_dict(loaded.get("routing", {}))
+        _log(f"resumed from {resume_from} at step {state['step']}/{total_steps}", accelerator)
+    elif cfg.resume:
+        _log(f"no checkpoint in {ckpt.checkpoint_dir(cfg.output)}; starting from step 0", accelerator)
+
+    pad = pad_id(tokenizer)
+    end_step = total_steps if cfg.stop_after is None else min(cfg.stop_after, total_steps)
+    log_path = Path(cfg.output) / LOG_NAME if cfg.output else None
+    bar = tqdm(total=total_steps, initial=state["step"], desc=f"train {model_label(cfg)}", unit="step",
+               disable=cfg.eval_only or not cfg.progress or not accelerator.is_main_process, dynamic_ncols=True)
+    model.train()
+    with sequence_routing(inner) as routing:
+        while not cfg.eval_only and state["step"] < end_step:
+            step = state["step"]
+            window = state["window"]
+            step_start = time.perf_counter()
+            micro = plan.micro_batches(step)
+            step_loss = step_ce = 0.0
+            for index, indices in enumerate(micro):
+                batch = collate([encoded[i] for i in indices], head, pad)
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                if routing is not None:
+                    routing.set(prompt_mask=batch["prompt_mask"],
+                                experts=batch["task"] if cfg.route_by == "task" else None)
+                sync = index == len(micro) - 1
+                context = contextlib.nullcontext() if sync else accelerator.no_sync(model)
+                with context:
+                    with accelerator.autocast():
+                        out, loss = forward_loss(model, batch, head, keep_logits, is_token_routed, aux_coef)
+                    ce = None
+                    if stage2:
+                        ce = F.cross_entropy(out.sequence_router_logits.float(), batch["task"])
+                        total = loss + cfg.router_ce_weight * ce
+                    else:
+                        total = loss
+                    accelerator.backward(total / len(micro))
+                step_loss += float(loss.detach()) / len(micro)
+                step_ce += float(ce.detach()) / len(micro) if ce is not None else 0.0
+                state["tokens"] += int(batch["attention_mask"].sum())
+                if head == "causal":
+                    state["answer_tokens"] += int((batch["labels"] != -100).sum())
+                window["tokens"] += int(batch["attention_mask"].sum())
+                if is_token_routed and out.routing_weights:
+                    health.update_tokens(out.routing_weights, out.router_module_names, batch["attention_mask"])
+                if stage2 and out.sequence_router_logits is not None:
+                    chosen = inner.adapter_shared.sequence_experts
+                    health.update_sequences(out.sequence_router_logits, chosen)
+                    picked = out.sequence_router_logits.detach().argmax(-1)
+                    state["router_hits"] += int((picked == batch["task"]).sum())
+                    state["router_seen"] += int(batch["task"].numel())
+            if cfg.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] = step + 1
+            elapsed = time.perf_counter() - step_start
+            state["train_seconds"] += elapsed
+            window["loss"] += step_loss
+            window["ce"] += step_ce
+            window["steps"] += 1
+            window["seconds"] += elapsed
+            postfix = {"loss": f"{step_loss:.3f}", **({"ce": f"{step_ce:.3f}"} if stage2 else {}), **health.postfix()}
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(1)
+            if state["step"] % cfg.log_every == 0 or state["step"] == total_steps:
+                record = _log_record(state, window, scheduler, health, accelerator, stage2)
+                state["losses"].append(record)
+                if log_path is not None and accelerator.is_main_process:
+                    log_path.parent.mkdir(parents=True, exist_ok=True)
+                    with open(log_path, "a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                health.window.reset()
+                state["window"] = {"loss": 0.0, "ce": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
+            save_now = cfg.output and (state["step"] == end_step
+                                       or (cfg.save_every and state["step"] % cfg.save_every == 0))
+            if save_now:
+                trainer_state = {**state, "fingerprint": cfg.fingerprint(), "total_steps": total_steps,
+                                 "routing": health.state_dict(), "config": cfg.to_dict()}
+                ckpt.save_checkpoint(cfg.output, state["step"], inner, optimizer, scheduler, trainer_state,
+                                     accelerator, cfg.keep_checkpoints)
+    bar.close()
+    stopped = not cfg.eval_only and state["step"] < total_steps
+    last_checkpoint = ckpt.latest_checkpoint(cfg.output) if cfg.output else None
+    health.reduce(accelerator)
+    totals = torch.tensor([state["tokens"], state["answer_tokens"], state["router_hits"], state["router_seen"]],
+                          dtype=torch.float64)
+    if accelerator.num_processes > 1:
+        totals = accelerator.reduce(totals.to(accelerator.device), reduction="sum").cpu()
+    tokens, answer_tokens, router_hits, router_seen = (int(x) for x in totals)
+
+    model.eval()
+    eval_start = time.perf_counter()
+    metrics: Dict[str, Any] = {}
+    router: Optional[Dict[str, Any]] = None
+    eval_rows = data.splits[cfg.eval_split]
+    if not stopped and eval_rows:
+        eval_bs = cfg.eval_batch_size or cfg.batch_size
+        metrics = evaluate(inner, tokenizer, data, eval_rows, head, cfg.max_length, cfg.max_new_tokens, eval_bs,
+                           accelerator.autocast, accelerator, progress=cfg.progress and accelerator.is_main_process,
+                           dead_threshold=cfg.dead_threshold)
+        if inner.sequence_router is not None:
+            router = router_accuracy(inner, tokenizer, eval_rows, data.names, cfg.max_length, eval_bs,
+                                     accelerator.autocast, accelerator)
+            router["train_accuracy"] = router_hits / router_seen if router_seen else None
+    eval_seconds = time.perf_counter() - eval_start
+
+    train_seconds = state["train_seconds"]
+    timing = {"train_seconds": round(train_seconds, 3), "eval_seconds": round(eval_seconds, 3),
+              "total_seconds": round(time.perf_counter() - started, 3), "tokens": tokens,
+              "answer_tokens": answer_tokens,
+              "tokens_per_second": round(tokens / train_seconds, 2) if train_seconds > 0 else None,
+              "steps_per_second": round(state["step"] / train_seconds, 4) if train_seconds > 0 else None,
+              "num_processes": accelerator.num_processes, "device": str(accelerator.device),
+              "mixed_precision": accelerator.mixed_precision, "bf16_note": getattr(accelerator, "bf16_note", None),
+              "torch_threads": torch.get_num_threads()}
+    result = TrainResult(
+        metrics=metrics, headline=headline(metrics), router=router, routing=health.summary(),
+        parameter_counts=counts, config=cfg.to_dict(), adapter_settings=inner.adapter_settings.to_dict(),
+        data={"tasks": data.names, "kinds": data.kinds, "train": _count(data.splits["train"], data.names),
+              "eval": _count(eval_rows, data.names), "eval_split": cfg.eval_split,
+              "train_examples_tokenized": len(encoded.cache)},
+        timing=timing, losses=state["losses"], steps=state["step"], total_steps=total_steps, stopped_early=stopped,
+        head=head, base=base_path, output_dir=cfg.output,
+        checkpoint=str(last_checkpoint) if last_checkpoint else None,
+        model=accelerator.unwrap_model(model, keep_fp32_wrapper=False), tokenizer=tokenizer, task_data=data)
+
+    if cfg.output and cfg.eval_only:  # the run's own record stays; the evaluation goes beside it
+        result.result_path = str(Path(cfg.output) / EVAL_RESULT_NAME)
+        if accelerator.is_main_process:
+            Path(cfg.output).mkdir(parents=True, exist_ok=True)
+            Path(result.result_path).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    elif cfg.output and not stopped:
+        model_dir = Path(cfg.output) / MODEL_DIR
+        result.model_dir = str(model_dir)
+        result.result_path = str(model_dir / RESULT_NAME)
+        if accelerator.is_main_process:
+            result.model.save_pretrained(model_dir)
+            tokenizer.save_pretrained(model_dir)
+            text = json.dumps(result.to_dict(), indent=2) + "\n"
+            (model_dir / RESULT_NAME).write_text(text)
+            (Path(cfg.output) / RESULT_NAME).write_text(text)
+        accelerator.wait_for_everyone()
+    if cfg.push and not stopped and not cfg.eval_only and accelerator.is_main_process:
+        result.pushed = push_result(result, cfg.push)
+    return result
+
+
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Positions p whose next token (p + 1) is an answer token in some row: (K,) long."""
+    return (labels[:, 1:] != -100).any(0).nonzero().flatten()
+
+
+def forward_loss(model, batch: Dict[str, torch.Tensor], head: str, keep_logits: bool, routed: bool, aux_coef: float):
+    """(model output, task loss): mean cross-entropy over answer tokens (causal LM) or over labels.
+
+    With keep_logits the model returns logits only at answer positions and the loss is computed here
+    (the router's load-balancing term added as the model itself would)."""
+    kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                  output_router_logits=True if routed else None)
+    if not keep_logits:
+        out = model(**kwargs, labels=batch["labels"])
+        return out, out.loss.float()
+    positions = answer_positions(batch["labels"])
+    if positions.numel() == 0:  # no answer token at all (cannot happen with join_causal): the model's own loss
+        out = model(**kwargs, labels=batch["labels"])
+        return out, out.loss.float()
+    out = model(**kwargs, logits_to_keep=positions)
+    targets = batch["labels"][:, positions + 1]
+    loss = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    if aux_coef > 0 and out.aux_loss is not None:
+        loss = loss + aux_coef * out.aux_loss.float()
+    return out, loss
+
+
+def model_label(cfg: TrainConfig) -> str:
+    if cfg.is_moe_router_stage:
+        return "ttlora-moe router"
+    return cfg.method
+
+
+def _count(rows: List[dict], names: List[str]) -> Dict[str, int]:
+    return {name: sum(1 for r in rows if r["task_name"] == name) for name in names}
+
+
+def _log_record(state, window, scheduler, health, accelerator, stage2) -> Dict[str, Any]:
+    steps, seconds = max(1, window["steps"]), window["seconds"]
+    values = torch.tensor([window["loss"] / steps, window["ce"] / steps, float(window["tokens"])], dtype=torch.float64)
+    if accelerator.num_processes > 1:
+        values = accelerator.reduce(values.to(accelerator.device), reduction="sum").cpu()
+        values[:2] /= accelerator.num_processes
+    record = {"step": state["step"], "loss": round(float(values[0]), 6), "lr": scheduler.get_last_lr()[0],
+              "tokens_per_second": round(float(values[2]) / seconds, 2) if seconds > 0 else None}
+    if stage2:
+        record["router_ce"] = round(float(values[1]), 6)
+    window_summary = health.summary("window")
+    overall = window_summary["overall"]
+    if overall:
+        record["routing"] = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in overall.items()}
+        record["routing_layers"] = {layer: {"normalized_entropy": round(v["normalized_entropy"], 4),
+                                            "load_cv": round(v["load_cv"], 4), "dead_experts": v["dead_experts"]}
+                                    for layer, v in window_summary["layers"].items()}
+    return record
+
+
+def _load_for_eval(cfg: TrainConfig, model, head: str, accelerator) -> None:
+    """eval_only: the adapter of the run in cfg.output (latest checkpoint, else the saved model)."""
+    found = _resume_path(cfg) if cfg.resume else (ckpt.latest_checkpoint(cfg.output) if cfg.output else None)
+    if found is not None:
+        from safetensors.torch import load_file
+
+        ckpt.load_adapter_tensors(model, load_file(str(Path(found) / "adapter.safetensors")))
+        _log(f"evaluating the adapter of {found}", accelerator)
+        return
+    saved = Path(cfg.output) / MODEL_DIR if cfg.output else None
+    if saved is not None and (saved / "config.json").is_file():
+        from safetensors.torch import load_file
+
+        tensors = {}
+        for shard in sorted(saved.glob("*.safetensors")):
+            tensors.update(load_file(str(shard)))
+        wanted = set(ckpt.adapter_tensor_names(model))
+        ckpt.load_adapter_tensors(model, {k: v for k, v in tensors.items() if k in wanted})
+        _log(f"evaluating the saved model in {saved}", accelerator)
+        return
+    warnings.warn("eval_only: no checkpoint or saved model found in output; evaluating the freshly initialised "
+                  "adapter (for LoRA and TalkLoRA that is the base model itself).")
+
+
+def push_result(result: TrainResult, repo_id: str):
+    """Hands the trained model, its tokenizer and the result dict to the publishing code."""
+    try:
+        from ..hub.publish import publish_model
+    except ModuleNotFoundError as error:
+        if error.name not in ("talklora_hub.hub.publish", "talklora_hub.hub"):
+            raise
+        raise config_error("push", "needs talklora_hub.hub.publish, which this installation does not have yet",
+                           repo_id, "publish the saved folder later.") from None
+    return publish_model(result.model, result.tokenizer, repo_id, result=result.to_dict())

@@ -1,0 +1,97 @@
+"""The `train` command line, --push hand-over, and tiny slices of the real tasks where cached."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+
+from talklora_hub.cli import build_parser, main
+from talklora_hub.train import TrainConfig, train
+from talklora_hub.train.commands import cmd_train, cmd_ttlora_moe, config_from_args
+
+from .helpers import colors_task
+
+
+def test_train_parser_builds_the_config():
+    args = build_parser().parse_args(["train", "--base", "b", "--method", "lora", "--task", "spam,gsm8k", "--r", "8",
+                                      "--max-steps", "5", "--bf16", "--resume", "--output", "o"])
+    assert args.func is cmd_train
+    cfg = config_from_args(args)
+    assert cfg.tasks == ["spam", "gsm8k"] and cfg.method == "lora" and cfg.r == 8 and cfg.max_steps == 5
+    assert cfg.bf16 and cfg.resume is True and cfg.output == "o"
+
+
+def test_ttlora_moe_recipe_parser():
+    args = build_parser().parse_args(["train", "ttlora-moe", "--base", "b", "--task", "spam,fortune_topic",
+                                      "--expert-steps", "3", "--tt-rank", "4", "--batch-size", "2"])
+    assert args.func is cmd_ttlora_moe
+    assert (args.base, args.task, args.expert_steps, args.moe_tt_rank, args.batch_size) == \
+        ("b", "spam,fortune_topic", 3, 4, 2)
+    assert args.max_eval_examples == 64  # shared options keep their defaults
+
+
+def test_cli_reports_bad_arguments_clearly(capsys):
+    assert main(["train", "--base", "b", "--task", "spam", "--method", "dora"]) == 2
+    assert "`method` must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--task is required"):
+        main(["train", "--base", "b"])
+
+
+def test_push_without_the_publishing_module_is_a_clear_error(tiny_llama, monkeypatch):
+    monkeypatch.setitem(sys.modules, "talklora_hub.hub.publish", None)
+    with pytest.raises(ValueError, match="`push` needs the publishing module talklora_hub.hub.publish"):
+        train(TrainConfig(base=tiny_llama, tasks=[colors_task(16)], max_steps=1, push="me/model", progress=False))
+
+
+def test_push_hands_model_tokenizer_and_result_to_the_publisher(tiny_llama, tmp_path, monkeypatch):
+    calls = []
+    fake = types.ModuleType("talklora_hub.hub.publish")
+    fake.publish_model = lambda model, tokenizer, repo_id, result=None: calls.append((model, tokenizer, repo_id, result)) or "url"
+    monkeypatch.setitem(sys.modules, "talklora_hub.hub.publish", fake)
+    result = train(TrainConfig(base=tiny_llama, tasks=[colors_task(16)], method="lora", r=4, max_steps=1,
+                               batch_size=4, max_length=32, output=str(tmp_path), push="me/model", progress=False))
+    (model, tokenizer, repo, payload), = calls
+    assert model is result.model and tokenizer is result.tokenizer and repo == "me/model" and result.pushed == "url"
+    assert payload == json.loads((tmp_path / "model" / "train_result.json").read_text())
+    assert payload["headline"] == result.headline and payload["config"]["push"] == "me/model"
+
+
+# ---- real tasks (skipped when the offline cache lacks them) ----------------------------------------
+def _cached(task: str) -> bool:
+    try:
+        from talklora_hub.data import load_task
+
+        load_task(task)
+        return True
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+@pytest.mark.skipif(not _cached("spam"), reason="spam source not fetched")
+def test_cli_trains_a_real_task_slice_with_the_smollm2_tokenizer(tmp_path, capsys):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from talklora_hub.data.base_models import base_model_path
+
+    try:
+        folder = base_model_path("smollm2-135m-instruct")
+    except FileNotFoundError:
+        pytest.skip("SmolLM2 not bootstrapped")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      tie_word_embeddings=True, pad_token_id=2, eos_token_id=2, bos_token_id=1)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    code = main(["train", "--base", str(tmp_path / "base"), "--task", "spam", "--method", "talklora", "--r", "8",
+                 "--num-experts", "2", "--max-steps", "2", "--batch-size", "2", "--max-length", "48",
+                 "--max-train-examples", "8", "--max-eval-examples", "3", "--output", str(tmp_path / "run"),
+                 "--no-progress"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((tmp_path / "run" / "train_result.json").read_text())
+    assert printed["headline"] == saved["headline"] and saved["metrics"]["spam"]["n"] == 3
+    assert saved["data"]["train"]["spam"] == 8 and saved["steps"] == 2
