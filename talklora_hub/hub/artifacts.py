@@ -195,7 +195,7 @@ def attach_router(folder: Path, experts: Optional[List[Dict[str, str]]] = None,
                   **load_kwargs) -> TalkLoRAForCausalLM:
     """Loads every expert the router names (all trained on the router's base, checked by fingerprint),
     stacks them into a TT-LoRA MoE on one copy of the base, and adds the router."""
-    from ..compose import compose_ttlora_moe_from_tensors
+    from ..train.compose import compose_from_cores
 
     meta = json.loads((folder / ROUTER_FILE).read_text())
     recorded = [{"repo_id": e["repo_id"], "revision": e["revision"]} for e in meta["experts"]]
@@ -213,7 +213,7 @@ def attach_router(folder: Path, experts: Optional[List[Dict[str, str]]] = None,
                                 f"({part['meta']['base_model']['repo_id']}) than the router's "
                                 f"({meta['base_model']['repo_id']}).")
     base = load_base(meta["base_model"], "causal", **load_kwargs)
-    model = compose_ttlora_moe_from_tensors(base, [p["settings"] for p in parts], [p["tensors"] for p in parts])
+    model = compose_from_cores(base, [p["settings"] for p in parts], [p["tensors"] for p in parts])
     model.sequence_router.load_state_dict(tensors)
     model.config.base_model_name_or_path = meta["base_model"]["repo_id"]
     model.config.base_model_revision = meta["base_model"]["revision"]

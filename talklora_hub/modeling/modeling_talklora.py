@@ -198,6 +198,22 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
         finally:
             recorder.traces.remove(trace)
 
+    @torch.no_grad()
+    def route_sequences(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                        inputs_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """TT-LoRA MoE: the router's logits (batch, E) for these sequences (argmax: the expert that would
+        serve each), from one pass of the bare base model; changes no state."""
+        if self.sequence_router is None:
+            raise ValueError("route_sequences needs a TT-LoRA MoE (method='ttlora', num_experts > 1); this model "
+                             f"is method={self.adapter_settings.method!r} with {self.adapter_settings.num_experts} experts.")
+        kept = self.adapter_shared.sequence_experts
+        args = {k: v for k, v in dict(input_ids=input_ids, attention_mask=attention_mask,
+                                      inputs_embeds=inputs_embeds).items() if v is not None}
+        try:
+            return self._choose_sequence_experts(args)
+        finally:
+            self.adapter_shared.sequence_experts = kept
+
     def _choose_sequence_experts(self, kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
         """TT-LoRA MoE: a first pass of the bare base model (adapters off) feeds the router, whose top-1
         expert then serves the whole sequence. In generation the choice is made on the prompt and
@@ -260,8 +276,12 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
         target = Path(save_directory).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        # mkdtemp makes a private (0700) folder; a saved model is meant to be shared like any other folder.
+        umask = os.umask(0)
+        os.umask(umask)
         try:
             super().save_pretrained(staging, *args, **kwargs)
+            os.chmod(staging, 0o777 & ~umask)
             for source in BUNDLE_DIR.glob("*.py"):
                 if source.name != "__init__.py":
                     shutil.copyfile(source, staging / source.name)

@@ -115,21 +115,53 @@ def _compose(experts, first, cls, reference, base, check_base_weights):
                                        f"tensor {name} differs", "train every expert on the same base checkpoint.")
 
     moe_layers = adapter_layers(moe)
-    expert_layers = [adapter_layers(model) for model in experts]
-    for index, layers in enumerate(expert_layers):
+    for index, model in enumerate(experts):
+        layers = adapter_layers(model)
         if layers.keys() != moe_layers.keys():
             raise config_error(f"expert_models[{index}]", "must adapt the same modules as expert 0",
                                sorted(set(layers) ^ set(moe_layers))[:5], "train every expert with the same targets.")
+    stack_expert_cores(moe, [expert_cores(model) for model in experts])
+    return moe
+
+
+def stack_expert_cores(moe: TalkLoRAPreTrainedModel, experts: Sequence[Dict[str, torch.Tensor]]) -> None:
+    """Writes expert e's cores ({name: (1, r_prev, s, r_next)}, named as in the MoE) into slice e of the
+    MoE's stacked cores (E, r_prev, s, r_next), checking names and shapes."""
+    cores = {n: p for n, p in moe.named_parameters() if ".tt_cores." in n}
     with torch.no_grad():
-        for name, layer in moe_layers.items():
-            for t, core in enumerate(layer.tt_cores):
-                parts = [layers[name].tt_cores[t] for layers in expert_layers]
-                for index, part in enumerate(parts):
-                    if tuple(part.shape[1:]) != tuple(core.shape[1:]) or part.shape[0] != 1:
-                        raise config_error(f"expert_models[{index}]", f"core {t} of {name} must have shape "
-                                           f"(1, {', '.join(map(str, core.shape[1:]))})", tuple(part.shape),
-                                           "train every expert with the same tt_rank and factors.")
-                core.copy_(torch.cat([p.detach().to(core.dtype) for p in parts], dim=0))
+        for index, tensors in enumerate(experts):
+            if tensors.keys() != cores.keys():
+                raise config_error(f"experts[{index}]", "must hold exactly the MoE's TT cores",
+                                   sorted(set(tensors) ^ set(cores))[:5], "compose experts that adapt the same "
+                                   "modules of the same base with the same tt_rank and factors.")
+            for name, core in cores.items():
+                part = tensors[name]
+                if part.shape[0] != 1 or tuple(part.shape[1:]) != tuple(core.shape[1:]):
+                    raise config_error(f"experts[{index}]", f"core {name} must have shape "
+                                       f"(1, {', '.join(map(str, core.shape[1:]))})", tuple(part.shape),
+                                       "train every expert with the same tt_rank and factors.")
+                core[index].copy_(part[0].to(core.dtype))
+
+
+def compose_from_cores(base: torch.nn.Module, settings: Sequence[AdapterSettings],
+                       experts: Sequence[Dict[str, torch.Tensor]]) -> TalkLoRAForCausalLM:
+    """A TT-LoRA MoE from experts given as settings + cores (e.g. read from expert repos, whose base was
+    already checked by fingerprint). `base` is wrapped in place."""
+    if len(settings) < 2:
+        raise config_error("experts", "must hold at least two single-expert TT-LoRA experts", len(settings),
+                           "list every expert the router was trained with.")
+    for index, item in enumerate(settings):
+        if item.method != "ttlora" or item.num_experts != 1:
+            raise config_error(f"experts[{index}]", "must be a single-expert TT-LoRA adapter", item.method,
+                               "compose experts trained with method='ttlora', num_experts=1.")
+        for key in _SHARED_SETTINGS:
+            if getattr(item, key) != getattr(settings[0], key):
+                raise config_error(f"experts[{index}]", f"must share {key} with expert 0",
+                                   f"{getattr(item, key)!r} vs {getattr(settings[0], key)!r}",
+                                   "compose experts trained with the same adapter settings.")
+    moe = TalkLoRAForCausalLM.from_base(base, AdapterSettings.from_dict({**settings[0].to_dict(),
+                                                                         "num_experts": len(settings)}))
+    stack_expert_cores(moe, experts)
     return moe
 
 

@@ -174,7 +174,7 @@ def router_choices(model, tokenizer, prompts: Sequence[str], max_length: int, ba
         for start in range(0, len(encoded), batch_size):
             ids, mask = _pad_batch(encoded[start:start + batch_size], pad)
             with autocast():
-                logits = model._choose_sequence_experts({"input_ids": ids.to(device), "attention_mask": mask.to(device)})
+                logits = model.route_sequences(input_ids=ids.to(device), attention_mask=mask.to(device))
             chosen += [int(x) for x in logits.float().argmax(-1)]
     finally:
         model.adapter_shared.sequence_experts = None

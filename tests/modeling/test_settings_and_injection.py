@@ -197,3 +197,22 @@ def test_ttlora_moe_routes_each_sequence_to_one_frozen_expert(input_ids):
         torch.testing.assert_close(out.logits[row:row + 1], single)
     with pytest.raises(ValueError, match="cannot be merged"):
         model.merge_and_unload()
+
+
+def test_route_sequences_returns_the_router_choice_without_changing_state(input_ids):
+    model = TalkLoRAForCausalLM.from_base(tiny_base("llama"), AdapterSettings(method="ttlora", num_experts=3)).eval()
+    logits = model.route_sequences(input_ids)
+    assert logits.shape == (2, 3) and model.adapter_shared.sequence_experts is None
+    torch.testing.assert_close(model(input_ids).sequence_router_logits, logits)
+    with pytest.raises(ValueError, match="needs a TT-LoRA MoE"):
+        TalkLoRAForCausalLM.from_base(tiny_base("llama"), AdapterSettings(r=8)).route_sequences(input_ids)
+
+
+def test_saved_folders_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    TalkLoRAForCausalLM.from_base(tiny_base("llama"), AdapterSettings(r=8)).save_pretrained(tmp_path / "m")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == 0o777 & ~umask

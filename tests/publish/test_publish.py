@@ -10,11 +10,11 @@ import torch
 from huggingface_hub import ModelCard, hf_hub_download
 from transformers import AutoModelForCausalLM
 
-from talklora_hub.compose import compose_ttlora_moe_from_tensors, expert_tensors
 from talklora_hub.hub.artifacts import ArtifactError, load_artifact
 from talklora_hub.hub.publish import publish_expert, publish_model, publish_router
 from talklora_hub.hub.zoo import list_zoo
 from talklora_hub.modeling import AdapterSettings, TalkLoRAForCausalLM
+from talklora_hub.train.compose import compose_ttlora_moe
 
 from ..modeling.conftest import tiny_base
 from ..modeling.test_roundtrip import LOADER
@@ -110,8 +110,7 @@ def test_expert_whose_shapes_do_not_fit_is_refused(hub, base_repo, tmp_path):
 def test_router_repo_composes_pinned_experts(hub, base_repo, ids):
     experts = [wrapped(base_repo, "ttlora", seed=s) for s in (3, 4)]
     pushed = [publish_expert(e, f"user/tt-task{i}", task=f"task{i}", api=hub.api()) for i, e in enumerate(experts)]
-    moe = compose_ttlora_moe_from_tensors(tiny_base("llama"), [e.adapter_settings for e in experts],
-                                          [expert_tensors(e) for e in experts])
+    moe = compose_ttlora_moe(experts, tiny_base("llama"))
     moe.config.base_model_name_or_path, moe.config.base_model_revision = base_repo
     listed = [{"repo_id": p.repo_id, "revision": p.commit, "task": f"task{i}"} for i, p in enumerate(pushed)]
     publish_router(moe, "user/tt-router", experts=listed, api=hub.api())
