@@ -13,3 +13,31 @@ os.environ["HF_HOME"] = os.path.join(_ROOT, "home")
 os.environ["HF_MODULES_CACHE"] = os.path.join(_ROOT, "modules")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import socket  # noqa: E402
+
+import pytest  # noqa: E402
+
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@pytest.fixture(autouse=True)
+def no_internet(monkeypatch):
+    """Every test stays on this machine: DNS lookups and connections to anything but loopback fail
+    (Python-level sockets of the test process; subprocesses get their addresses from the tests)."""
+    real_getaddrinfo = socket.getaddrinfo
+    real_connect = socket.socket.connect
+
+    def getaddrinfo(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name not in _LOCAL_HOSTS:
+            raise socket.gaierror(f"tests must stay offline (lookup of {name!r} blocked)")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in _LOCAL_HOSTS:
+            raise OSError(f"tests must stay offline (connection to {address!r} blocked)")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)

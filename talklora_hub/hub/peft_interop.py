@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from safetensors.torch import load_file, save_file

@@ -33,6 +33,15 @@ def register(subparsers) -> None:
     listing.add_argument("--zoo-repo", default=None, help="index repo (default: YOUR_NAME/talklora-zoo)")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(func=cmd_zoo_list)
+    build = actions.add_parser("build", help="the main job: build (or reuse) a small zoo on the embedded Hub, load a "
+                                             "model back by repo id and serve the routing Space")
+    build.add_argument("--root", default="artifacts", help="where the Hub's data and the runs live (default artifacts/)")
+    build.add_argument("--steps", type=int, default=12, help="training steps of each mixture model (default 12)")
+    build.add_argument("--eval-examples", type=int, default=12, help="evaluation examples per task (default 12)")
+    build.add_argument("--port", type=int, default=0, help="Hub port (default: a free one)")
+    build.add_argument("--rebuild", action="store_true", help="train and publish again even what the zoo has")
+    build.add_argument("--no-serve", action="store_true", help="stop after loading the model back (no Space)")
+    build.set_defaults(func=cmd_zoo_build)
 
 
 def cmd_push(args) -> int:
@@ -87,4 +96,13 @@ def cmd_zoo_list(args) -> int:
         headline = e.get("headline")
         text = f"{headline['task']} {headline['metric']}={headline['value']:.3f}" if headline else ""
         print(f"{e['repo_id']:40} {e.get('kind', ''):7} {e.get('method', ''):10} {str(e.get('base') or ''):28} {text}")
+    return 0
+
+
+def cmd_zoo_build(args) -> int:
+    from ..zoo_build import ZooPlan, main_job
+
+    plan = ZooPlan(root=Path(args.root).resolve(), steps=args.steps, eval_examples=args.eval_examples,
+                   rebuild=args.rebuild, port=args.port)
+    main_job(plan, serve=not args.no_serve)
     return 0

@@ -22,7 +22,6 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, GenerationMixin,
                           PreTrainedModel)
 from transformers.utils import ModelOutput

@@ -172,19 +172,6 @@ def bf16_plan(bf16, on_cpu: bool):
                   "uses fp32. Pass bf16='force' (--bf16 force) to use it anyway.")
 
 
-def _check_push_available(repo: Optional[str]) -> None:
-    if repo is None:
-        return
-    try:
-        import talklora_hub.hub.publish  # noqa: F401
-    except ModuleNotFoundError as error:
-        if error.name not in ("talklora_hub.hub.publish", "talklora_hub.hub"):
-            raise
-        raise config_error("push", "needs the publishing module talklora_hub.hub.publish, which this installation "
-                           "does not have yet", repo, "train without --push and publish the saved folder later, or "
-                           "update talklora_hub.") from None
-
-
 def _load_tokenizer(cfg: TrainConfig, base_path: str):
     from transformers import AutoTokenizer
 
@@ -259,7 +246,6 @@ def train(config: TrainConfig) -> TrainResult:
 
     cfg = config
     started = time.perf_counter()
-    _check_push_available(cfg.push)
     base_path = resolve_base(cfg.base)
     head = resolve_head(cfg.head, base_path)
     settings_preview = cfg.adapter_settings()
@@ -540,11 +526,6 @@ def _load_for_eval(cfg: TrainConfig, model, head: str, accelerator) -> None:
 
 def push_result(result: TrainResult, repo_id: str):
     """Hands the trained model, its tokenizer and the result dict to the publishing code."""
-    try:
-        from ..hub.publish import publish_model
-    except ModuleNotFoundError as error:
-        if error.name not in ("talklora_hub.hub.publish", "talklora_hub.hub"):
-            raise
-        raise config_error("push", "needs talklora_hub.hub.publish, which this installation does not have yet",
-                           repo_id, "publish the saved folder later.") from None
+    from ..hub.publish import publish_model
+
     return publish_model(result.model, result.tokenizer, repo_id, result=result.to_dict())

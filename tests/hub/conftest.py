@@ -6,35 +6,12 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import socket
 
 import pytest
 
 from talklora_hub.hub import LocalHub
 
-_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 _counter = itertools.count()
-
-
-@pytest.fixture(autouse=True)
-def no_internet(monkeypatch):
-    """Refuse DNS lookups and connections to anything but loopback (Python-level sockets)."""
-    real_getaddrinfo = socket.getaddrinfo
-    real_connect = socket.socket.connect
-
-    def getaddrinfo(host, *args, **kwargs):
-        name = host.decode() if isinstance(host, bytes) else host
-        if name not in _LOCAL_HOSTS:
-            raise socket.gaierror(f"hub tests must stay offline (lookup of {name!r} blocked)")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in _LOCAL_HOSTS:
-            raise OSError(f"hub tests must stay offline (connection to {address!r} blocked)")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(socket.socket, "connect", connect)
 
 
 @pytest.fixture(scope="session", autouse=True)

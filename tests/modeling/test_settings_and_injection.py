@@ -1,7 +1,5 @@
 """Configuration errors, injection into several architectures, parameter counts, freezing, merging."""
 
-import math
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM

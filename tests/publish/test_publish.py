@@ -46,7 +46,7 @@ def test_full_model_publishes_with_card_and_loads_by_repo_id_in_fresh_interprete
     assert {"talklora", "mixture-of-experts", "lora", "custom_code"} <= set(card.data.tags)
     assert card.data.pipeline_tag == "text-generation" and card.data.license == "apache-2.0"
     assert card.data.eval_results[0].metric_value == 0.875 and card.data.datasets == ["user/spam"]
-    assert "trust_remote_code=True" in card.text and f'revision="main"' in card.text
+    assert "trust_remote_code=True" in card.text and 'revision="main"' in card.text
     assert f"{model.parameter_counts()['trainable']:,}" in card.text
 
     torch.save(ids, tmp_path / "inputs.pt")

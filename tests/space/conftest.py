@@ -19,7 +19,6 @@ from talklora_hub.space.build import SPACE_DIR
 
 from .tiny_models import save_tiny_models
 
-_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 # Runs the deployed app.py as Spaces do (python app.py in its folder), with talklora_hub unimportable.
 BOOT = textwrap.dedent('''
@@ -33,29 +32,6 @@ BOOT = textwrap.dedent('''
     sys.path.insert(0, ".")
     runpy.run_path("app.py", run_name="__main__")
 ''')
-
-
-@pytest.fixture(autouse=True)
-def no_internet(monkeypatch):
-    """Refuse DNS lookups and connections to anything but loopback, and put the Hub client offline."""
-    real_getaddrinfo = socket.getaddrinfo
-    real_connect = socket.socket.connect
-
-    def getaddrinfo(host, *args, **kwargs):
-        name = host.decode() if isinstance(host, bytes) else host
-        if name not in _LOCAL_HOSTS:
-            raise socket.gaierror(f"space tests must stay offline (lookup of {name!r} blocked)")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in _LOCAL_HOSTS:
-            raise OSError(f"space tests must stay offline (connection to {address!r} blocked)")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 @pytest.fixture

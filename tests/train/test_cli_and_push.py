@@ -40,12 +40,6 @@ def test_cli_reports_bad_arguments_clearly(capsys):
         main(["train", "--base", "b"])
 
 
-def test_push_without_the_publishing_module_is_a_clear_error(tiny_llama, monkeypatch):
-    monkeypatch.setitem(sys.modules, "talklora_hub.hub.publish", None)
-    with pytest.raises(ValueError, match="`push` needs the publishing module talklora_hub.hub.publish"):
-        train(TrainConfig(base=tiny_llama, tasks=[colors_task(16)], max_steps=1, push="me/model", progress=False))
-
-
 def test_push_hands_model_tokenizer_and_result_to_the_publisher(tiny_llama, tmp_path, monkeypatch):
     calls = []
     fake = types.ModuleType("talklora_hub.hub.publish")
