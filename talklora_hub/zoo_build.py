@@ -105,7 +105,7 @@ def _result_dict(result, datasets: Dict[str, str], tasks: List[str]) -> Dict[str
     router = record.get("router") or {}
     if isinstance(router.get("accuracy"), (int, float)):
         rows.append({"task": "router: task id", "split": split, "metric": "accuracy", "value": float(router["accuracy"]),
-                     "count": router.get("n", ""), "dataset": None})
+                     "count": router.get("n", ""), "dataset": None, "model_index": False})
     record["evaluation"] = rows
     record["datasets"] = [datasets[t] for t in tasks if t in datasets]
     return record

@@ -96,7 +96,7 @@ def evaluation_rows(result: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 def card_data(kind: str, model_type_head: str, method: str, base_repo: Optional[str], result: Optional[Dict[str, Any]],
               repo_id: str, license: str = "apache-2.0") -> ModelCardData:
-    rows = evaluation_rows(result)
+    rows = [r for r in evaluation_rows(result) if r.get("model_index", True)]
     evals = [EvalResult(task_type=PIPELINES.get(model_type_head, "text-generation"), dataset_type=r.get("dataset") or r["task"],
                         dataset_name=r["task"], dataset_split=r.get("split"), metric_type=r["metric"],
                         metric_value=float(r["value"])) for r in rows]
@@ -123,7 +123,9 @@ def render_card(kind: str, **context: Any) -> str:
     return text
 
 
-def adapter_rows(adapter: Dict[str, Any]) -> List[tuple]:
+def adapter_rows(adapter: Dict[str, Any], targets: Optional[List[str]] = None) -> List[tuple]:
+    """(setting, value) rows; `targets` (the adapted modules' names) replaces a None target_modules."""
+    adapter = {**adapter, "target_modules": adapter.get("target_modules") or targets}
     keep = ("method", "r", "num_experts", "num_experts_per_tok", "lora_alpha", "lora_dropout", "target_modules",
             "share_expert_banks", "talk_init", "router_aux_loss_coef", "router_jitter_noise")
     if adapter.get("method") == "ttlora":

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from huggingface_hub import HfApi
 
+from ..modeling.adapter_base import adapter_layers
 from .artifacts import ROUTER_FILE, export_expert, export_router, head_of
 from .cards import adapter_rows, card_data, evaluation_rows, measure_routing, render_card, routing_picture
 from .push import PushResult, push_folder
@@ -46,8 +47,9 @@ def _headline(result: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
 
 def _common_context(model, repo_id: str, result, routing, picture) -> Dict[str, Any]:
     counts = model.parameter_counts()
+    targets = sorted({name.rsplit(".", 1)[-1] for name in adapter_layers(model)})
     return {"repo_id": repo_id, "revision": "main", "method": model.adapter_settings.method,
-            "adapter_rows": adapter_rows(model.config.adapter), "trainable": counts["trainable"],
+            "adapter_rows": adapter_rows(model.config.adapter, targets), "trainable": counts["trainable"],
             "total": counts["total"], "training": _training_rows(result), "evaluation": evaluation_rows(result),
             "routing": routing, "picture": picture}
 
@@ -57,7 +59,8 @@ def _summary(kind: str, model, task: Optional[str]) -> str:
     what = {"lora": "LoRA", "moelora": "MoELoRA", "talklora": "TalkLoRA (arXiv 2604.06291)",
             "ttlora": "TT-LoRA (arXiv 2504.21190)"}[s.method]
     experts = f" with {s.num_experts} experts" if s.num_experts > 1 else ""
-    on = f" on the task `{task}`" if task else ""
+    tasks = task.split("+") if isinstance(task, str) else []
+    on = f" on the task{'s' if len(tasks) > 1 else ''} {', '.join(f'`{t}`' for t in tasks)}" if tasks else ""
     base = model.config.base_model_name_or_path or model.config.base_config.model_type
     return f"A {what} {kind}{experts} on top of `{base}`{on}, built and published with talklora_hub."
 
