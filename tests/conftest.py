@@ -41,3 +41,14 @@ def no_internet(monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_task_registry():
+    """Tasks a test registers (its own data) must not leak into the next test."""
+    from talklora_hub.data import tasks
+
+    before = dict(tasks.TASKS)
+    yield
+    tasks.TASKS.clear()
+    tasks.TASKS.update(before)

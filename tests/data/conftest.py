@@ -24,14 +24,3 @@ def fixture_cache(tmp_path, raw_sources) -> Path:
     for name, folder in raw_sources.items():
         (cache / "sources" / name).symlink_to(folder, target_is_directory=True)
     return cache
-
-
-@pytest.fixture(autouse=True)
-def _isolated_registry():
-    """Tasks registered by a test (user data) must not leak into the next test."""
-    from talklora_hub.data import tasks
-
-    before = dict(tasks.TASKS)
-    yield
-    tasks.TASKS.clear()
-    tasks.TASKS.update(before)

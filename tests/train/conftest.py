@@ -16,14 +16,3 @@ def tiny_llama(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory):
     return str(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
-
-
-@pytest.fixture(autouse=True)
-def _isolated_registry():
-    """Tasks registered by a test (in-memory data) must not leak into the next test."""
-    from talklora_hub.data import tasks
-
-    before = dict(tasks.TASKS)
-    yield
-    tasks.TASKS.clear()
-    tasks.TASKS.update(before)
