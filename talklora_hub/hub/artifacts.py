@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -23,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..modeling import AdapterSettings, TalkLoRAForCausalLM, TalkLoRAForSequenceClassification, TalkLoRAModel
-from ..modeling.modeling_talklora import TalkLoRAPreTrainedModel
+from ..modeling.modeling_talklora import TalkLoRAPreTrainedModel, staged_directory
 from .fingerprint import base_fingerprint
 
 EXPERT_FILE = "talklora_expert.json"
@@ -63,26 +61,11 @@ def _write_json(path: Path, data: Dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _staged(folder: Union[str, os.PathLike]):
-    """A temporary sibling folder renamed onto `folder` at the end: exports are atomic too."""
-    target = Path(folder).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target, Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-
-
-def _commit_staging(staging: Path, target: Path) -> Path:
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
-    return target
-
-
 def export_expert(model: TalkLoRAPreTrainedModel, folder: Union[str, os.PathLike], task: Optional[str] = None,
                   base_repo_id: Optional[str] = None, base_revision: Optional[str] = None,
                   extra: Optional[Dict[str, Any]] = None) -> Path:
     """Writes an adapter-only expert: its trainable tensors and the metadata to rebuild it on its base."""
-    target, staging = _staged(folder)
-    try:
+    with staged_directory(folder) as staging:
         tensors = {k: v.contiguous().cpu() for k, v in model.adapter_state_dict().items()}
         save_file(tensors, str(staging / EXPERT_WEIGHTS), metadata={"format": "pt"})
         _write_json(staging / EXPERT_FILE, {
@@ -91,9 +74,7 @@ def export_expert(model: TalkLoRAPreTrainedModel, folder: Union[str, os.PathLike
             "base_model": base_reference(model, base_repo_id, base_revision),
             "num_labels": model.config.base_config.num_labels if head_of(model) == "seqcls" else None,
             "tensors": {k: list(v.shape) for k, v in sorted(tensors.items())}, **(extra or {})})
-        return _commit_staging(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return Path(folder).resolve()
 
 
 def export_router(model: TalkLoRAForCausalLM, folder: Union[str, os.PathLike], experts: Sequence[Dict[str, str]],
@@ -105,8 +86,7 @@ def export_router(model: TalkLoRAForCausalLM, folder: Union[str, os.PathLike], e
     if len(experts) != model.adapter_settings.num_experts:
         raise ArtifactError(f"`experts` must list num_experts={model.adapter_settings.num_experts} experts, "
                             f"got {len(experts)}. Fix: pass one entry per expert, in the model's expert order.")
-    target, staging = _staged(folder)
-    try:
+    with staged_directory(folder) as staging:
         tensors = {k: v.detach().contiguous().cpu() for k, v in model.sequence_router.state_dict().items()}
         save_file(tensors, str(staging / ROUTER_WEIGHTS), metadata={"format": "pt"})
         _write_json(staging / ROUTER_FILE, {
@@ -114,9 +94,7 @@ def export_router(model: TalkLoRAForCausalLM, folder: Union[str, os.PathLike], e
             "base_model": base_reference(model, base_repo_id, base_revision),
             "router": {"num_experts": len(experts), "hidden_size": model.config.get_text_config().hidden_size},
             **(extra or {})})
-        return _commit_staging(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return Path(folder).resolve()
 
 
 # ---- loading -----------------------------------------------------------------------------------

@@ -9,30 +9,19 @@ Adapter tensors are excluded, so a wrapped model and its bare base fingerprint a
 from __future__ import annotations
 
 import hashlib
-from typing import Dict, Iterable, Tuple
+from typing import Dict
 
 import torch
 import torch.nn as nn
 
-from ..modeling.adapter_base import adapter_layers
-
-
-def _base_tensors(model: nn.Module) -> Iterable[Tuple[str, torch.Tensor]]:
-    """(name, tensor) of the base weights, named as in the unwrapped base model."""
-    inner = getattr(model, "inner_model", model)
-    skip = set()
-    for name, layer in adapter_layers(inner).items():
-        skip.update(f"{name}.{p}" for p in layer.adapter_parameter_names())
-    for name, tensor in inner.state_dict().items():
-        if name not in skip:
-            yield name, tensor
+from ..modeling.injection import base_state_dict
 
 
 def base_fingerprint(model: nn.Module) -> str:
     """sha256 hex digest (prefixed "bf16-sha256:") of the base weights of a base or wrapped model."""
     digest = hashlib.sha256()
     seen: Dict[int, str] = {}
-    for name, tensor in sorted(_base_tensors(model), key=lambda item: item[0]):
+    for name, tensor in sorted(base_state_dict(model).items()):
         if tensor.data_ptr() in seen:  # tied weights: count the storage once
             continue
         seen[tensor.data_ptr()] = name

@@ -17,10 +17,11 @@ from safetensors.torch import load_file, save_file
 
 from ..modeling import AdapterSettings, TalkLoRAForCausalLM
 from ..modeling.adapter_base import adapter_layers
-from .artifacts import ArtifactError, _local_folder, _staged, _commit_staging
+from ..modeling.modeling_talklora import staged_directory
+from .artifacts import ArtifactError, _local_folder
 
 
-def _peft_name(full_name: str, model) -> str:
+def _peft_name(full_name: str) -> str:
     """"base.model.layers.0.self_attn.q_proj" -> "base_model.model.model.layers.0.self_attn.q_proj"."""
     inner_name = full_name[len("base."):] if full_name.startswith("base.") else full_name
     return f"base_model.model.{inner_name}"
@@ -35,11 +36,10 @@ def export_peft(model: TalkLoRAForCausalLM, folder: Union[str, os.PathLike]) -> 
     layers = adapter_layers(model)
     tensors = {}
     for name, layer in layers.items():
-        prefix = _peft_name(name, model)
+        prefix = _peft_name(name)
         tensors[f"{prefix}.lora_A.weight"] = layer.lora_A.detach().contiguous().cpu()
         tensors[f"{prefix}.lora_B.weight"] = layer.lora_B.detach().contiguous().cpu()
-    target, staging = _staged(folder)
-    try:
+    with staged_directory(folder) as staging:
         save_file(tensors, str(staging / "adapter_model.safetensors"), metadata={"format": "pt"})
         leaves = sorted({name.rsplit(".", 1)[-1] for name in layers})
         config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": settings.r,
@@ -49,11 +49,7 @@ def export_peft(model: TalkLoRAForCausalLM, folder: Union[str, os.PathLike]) -> 
                   "base_model_name_or_path": model.config.base_model_name_or_path,
                   "revision": model.config.base_model_revision, "inference_mode": True}
         (staging / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-        return _commit_staging(staging, target)
-    finally:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
+    return Path(folder).resolve()
 
 
 def _read_peft(source: Union[str, os.PathLike]):
@@ -90,7 +86,7 @@ def import_peft_experts(sources: Sequence[Union[str, os.PathLike]], base,
     model = TalkLoRAForCausalLM.from_base(base, settings)
     with torch.no_grad():
         for name, layer in adapter_layers(model).items():
-            prefix = _peft_name(name, model)
+            prefix = _peft_name(name)
             for i, (config, tensors) in enumerate(adapters):
                 key_a, key_b = f"{prefix}.lora_A.weight", f"{prefix}.lora_B.weight"
                 if key_a not in tensors:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Optional
 
+import torch
 import torch.nn as nn
 
 from .adapter_base import AdaptedLinear, SharedAdapterState, adapter_layers, is_adaptable, merged_base_module
@@ -103,6 +104,14 @@ def mark_trainable(model: nn.Module, extra_trainable_prefixes: Optional[List[str
         for name, param in model.named_parameters():
             if name == prefix or name.startswith(prefix + "."):
                 param.requires_grad_(True)
+
+
+def base_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The base weights of a wrapped (or plain) model, named as in the unwrapped base model: the adapter
+    layers keep `weight`/`bias` under the base's names, so this is the state dict minus adapter tensors."""
+    inner = getattr(model, "inner_model", model)
+    adapter = {f"{name}.{p}" for name, layer in adapter_layers(inner).items() for p in layer.adapter_parameter_names()}
+    return {name: tensor for name, tensor in inner.state_dict().items() if name not in adapter}
 
 
 def merge_adapters(model: nn.Module) -> nn.Module:

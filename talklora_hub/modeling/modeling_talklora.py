@@ -272,21 +272,29 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
         if push_to_hub:
             raise ValueError("`push_to_hub` is not supported in save_pretrained; call model.push_to_hub(repo_id) "
                              "or talklora_hub's push, which upload a complete snapshot in one commit.")
-        target = Path(save_directory).resolve()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        # mkdtemp makes a private (0700) folder; a saved model is meant to be shared like any other folder.
-        umask = os.umask(0)
-        os.umask(umask)
-        try:
+        with staged_directory(save_directory) as staging:
             super().save_pretrained(staging, *args, **kwargs)
-            os.chmod(staging, 0o777 & ~umask)
             for source in BUNDLE_DIR.glob("*.py"):
                 if source.name != "__init__.py":
                     shutil.copyfile(source, staging / source.name)
-            _replace_directory(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_directory(save_directory: Union[str, os.PathLike]) -> Iterator[Path]:
+    """Yields an empty sibling folder to write into; when the block ends without error, it replaces
+    save_directory by renames only, so readers see the old folder or the new one, never a half-written one."""
+    target = Path(save_directory).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        # mkdtemp makes a private (0700) folder; a saved model is meant to be shared like any other folder.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
+        _replace_directory(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _replace_directory(staging: Path, target: Path) -> None:

@@ -25,20 +25,12 @@ import torch
 
 from ..modeling import AdapterSettings, TalkLoRAForCausalLM, TalkLoRAPreTrainedModel
 from ..modeling.adapter_base import adapter_layers
+from ..modeling.injection import base_state_dict
 from ..modeling.adapter_settings import config_error
 
 # Settings that define what a TT expert computes, so they must agree (dropout, which only acts in
 # training, and r, which TT-LoRA does not use, may differ; the MoE takes expert 0's).
 _SHARED_SETTINGS = ("target_modules", "tt_rank", "tt_alpha", "tt_factors", "modules_to_save")
-
-
-def _base_tensors(model: TalkLoRAPreTrainedModel) -> Dict[str, torch.Tensor]:
-    """The frozen base's tensors by name (adapter tensors, banks and the router excluded)."""
-    adapter = set()
-    for name, layer in adapter_layers(model).items():
-        adapter.update(f"{name}.{p}" for p in layer.adapter_parameter_names())
-    return {n: p for n, p in model.state_dict().items()
-            if n not in adapter and not n.startswith(("adapter_shared.", "sequence_router."))}
 
 
 def compose_ttlora_moe(expert_models: Sequence[TalkLoRAPreTrainedModel],
@@ -94,7 +86,7 @@ def _compose(experts, first, cls, reference, base, check_base_weights):
     base_model = base
     if base_model is None:
         base_model = cls.base_auto_class.from_config(first.config.base_config, dtype=first.dtype)
-        base_model.load_state_dict(_strip_adapters(first), strict=False)
+        base_model.load_state_dict(base_state_dict(first), strict=False)
     elif isinstance(base_model, (str, bytes)) or hasattr(base_model, "__fspath__"):
         base_model = cls.base_auto_class.from_pretrained(base_model, dtype=first.dtype)
     settings = AdapterSettings.from_dict({**reference.to_dict(), "num_experts": len(experts)})
@@ -103,9 +95,9 @@ def _compose(experts, first, cls, reference, base, check_base_weights):
     moe.config.base_model_revision = first.config.base_model_revision
 
     if check_base_weights:
-        reference_base = _base_tensors(moe)
+        reference_base = base_state_dict(moe)
         for index, model in enumerate(experts):
-            theirs = _base_tensors(model)
+            theirs = base_state_dict(model)
             if theirs.keys() != reference_base.keys():
                 raise config_error(f"expert_models[{index}]", "must have the same base tensors as the composed model",
                                    sorted(set(theirs) ^ set(reference_base))[:5], "train every expert on one base.")
@@ -169,12 +161,6 @@ def _architecture(model: TalkLoRAPreTrainedModel) -> Dict[str, Any]:
     """The base config without where it was loaded from."""
     return {k: v for k, v in model.config.base_config.to_dict().items()
             if not k.startswith("_") and k not in ("transformers_version", "dtype", "torch_dtype")}
-
-
-def _strip_adapters(model: TalkLoRAPreTrainedModel) -> Dict[str, torch.Tensor]:
-    """The expert's base weights keyed as in the plain base model (for a base rebuilt from config)."""
-    prefix = "base."
-    return {n[len(prefix):]: t for n, t in _base_tensors(model).items() if n.startswith(prefix)}
 
 
 def freeze_experts(model: TalkLoRAPreTrainedModel) -> List[str]:

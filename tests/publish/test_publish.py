@@ -175,3 +175,19 @@ def test_cli_push_pull_and_zoo_list(hub, base_repo, tmp_path):
     assert "method=lora" in cli("pull", "user/cli-lora")
     listing = cli("zoo", "list")
     assert "user/cli-lora" in listing and "lora" in listing
+
+
+def test_exports_replace_the_folder_whole_and_are_readable(base_repo, tmp_path):
+    import stat
+
+    from talklora_hub.hub.artifacts import export_expert
+
+    target = tmp_path / "expert"
+    target.mkdir()
+    (target / "stale.txt").write_text("from an older export")
+    folder = export_expert(wrapped(base_repo, "lora"), target)
+    assert sorted(p.name for p in folder.iterdir()) == ["adapter_model.safetensors", "talklora_expert.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["expert"]  # no staging or retired folders left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
