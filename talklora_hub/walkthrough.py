@@ -28,14 +28,19 @@ TRAIN_TEXTS = [
 ]
 PROBE_TEXT = "Call me Ishmael. def add(a, b): return a + b. The Senate met today. 12 + 30 = 42."
 
-# Runs in a fresh interpreter that blocks talklora_hub: only torch + transformers load the saved model.
-FRESH_LOADER = textwrap.dedent('''
-    import importlib.abc, json, sys
+# The first lines of a script run in a fresh interpreter: talklora_hub is made unimportable, so only torch,
+# transformers and the code shipped inside the model can be what loads it.
+BLOCK_OWN_PACKAGE = textwrap.dedent('''
+    import importlib.abc, sys
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] == "talklora_hub":
                 raise ImportError("blocked")
     sys.meta_path.insert(0, Block())
+''')
+
+FRESH_LOADER = BLOCK_OWN_PACKAGE + textwrap.dedent('''
+    import json
     import torch
     from transformers import AutoModelForCausalLM
     path, out = sys.argv[1], sys.argv[2]

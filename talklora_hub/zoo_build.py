@@ -28,6 +28,8 @@ from typing import Any, Dict, List
 
 from tqdm.auto import tqdm
 
+from .walkthrough import BLOCK_OWN_PACKAGE
+
 SMOLLM2 = "SmolLM2-135M-Instruct"
 MINILM = "all-MiniLM-L6-v2"
 LM_TASKS = ["spam", "fortune_topic", "sotu_party"]
@@ -182,13 +184,7 @@ def build_zoo(plan: ZooPlan, hub) -> Dict[str, Any]:
     return published
 
 
-FRESH_LOAD = textwrap.dedent('''
-    import importlib.abc, sys
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "talklora_hub":
-                raise ImportError("blocked")
-    sys.meta_path.insert(0, Block())
+FRESH_LOAD = BLOCK_OWN_PACKAGE + textwrap.dedent('''
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     repo, text = sys.argv[1], sys.argv[2]

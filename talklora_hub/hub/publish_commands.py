@@ -45,12 +45,11 @@ def register(subparsers) -> None:
 
 
 def cmd_push(args) -> int:
-    from ..modeling import TalkLoRAForCausalLM
     from .artifacts import load_artifact
     from .publish import RESULT_FILE, publish_expert, publish_model
 
     folder = Path(args.folder)
-    model = load_artifact(folder) if (folder / "config.json").exists() else TalkLoRAForCausalLM.from_pretrained(folder)
+    model = load_artifact(folder)
     result_file = folder / RESULT_FILE
     result = json.loads(result_file.read_text()) if result_file.exists() else None
     if args.kind == "expert":
