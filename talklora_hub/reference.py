@@ -2,12 +2,15 @@
 structured (one small module per expert, a Python loop over experts, the talked code materialised).
 
 They are independent oracles for the tests (the bundle's layers fold and batch the same math) and the
-baseline that benchmarks/ measures the batched layers against. Not used by the models themselves.
+baseline that benchmarks/ measures the batched layers against. TT-LoRA's oracle builds delta W entry by
+entry from its digits, in the official code's digit order. Not used by the models themselves.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import itertools
+import math
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -107,3 +110,28 @@ def no_talk_reference(layer: TalkLoRALinear, x: torch.Tensor) -> torch.Tensor:
     """The no-talk variant computed directly: router on the raw code z (no T), same experts."""
     return LoopTalkLoRA.from_layer(layer, talk=False)(x)
 
+
+def tt_delta_weight_by_digits(cores: Sequence[torch.Tensor], input_factors: List[int],
+                              output_factors: List[int]) -> torch.Tensor:
+    """TT-LoRA's delta W (D_out, D_in) built entry by entry from its digits, the official code's convention:
+
+        delta W[j, i] = G_1[:, i_1, :] ... G_K[:, i_K, :] G_{K+1}[:, j_1, :] ... G_{K+L}[:, j_L, :],
+        i = sum_t i_t * prod_{s<t} m_s (input core 1 least significant),
+        j = sum_l j_l * prod_{s>l} n_s (output core K+1 most significant).
+
+    cores[t]: (r_{t-1}, s_t, r_t), boundary ranks 1. One Python loop per entry: for small factors only
+    (an oracle for adapter_ttlora.tt_contract / tt_reconstruct, which must compute the same matrix).
+    """
+    d_in, d_out = math.prod(input_factors), math.prod(output_factors)
+    delta = torch.zeros(d_out, d_in, dtype=cores[0].dtype)
+    in_strides = [math.prod(input_factors[:t]) for t in range(len(input_factors))]
+    out_strides = [math.prod(output_factors[l + 1:]) for l in range(len(output_factors))]
+    for in_digits in itertools.product(*(range(m) for m in input_factors)):
+        i = sum(d * stride for d, stride in zip(in_digits, in_strides))
+        for out_digits in itertools.product(*(range(n) for n in output_factors)):
+            j = sum(d * stride for d, stride in zip(out_digits, out_strides))
+            chain = cores[0][:, in_digits[0], :]
+            for core, digit in zip(cores[1:], in_digits[1:] + out_digits):
+                chain = chain @ core[:, digit, :]
+            delta[j, i] = chain.squeeze()
+    return delta

@@ -1,12 +1,15 @@
 """MoELoRA, the TalkLoRA paper's baseline: E LoRA experts routed by a softmax over the raw input.
 
 z = A x split into E chunks z_i (d = r/E each); g = softmax(R_x x); h = W0 x + s * sum_i g_i B_i z_i.
+Dropout p = lora_dropout on x (before A; the router reads the undropped x), on g and on the scaled
+output, as the official TalkLoRA repo's MoELoRA baseline (and TalkLoRA here) has it; training only.
 Part of the bundle that travels inside every saved model.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapter_base import AdaptedLinear, kaiming_init, zero_init
@@ -26,6 +29,9 @@ class MoELoRALinear(AdaptedLinear):
         self.lora_A = self.new_parameter(settings.r, self.in_features)
         self.router_weight = self.new_parameter(self.num_experts, self.in_features)
         self.init_expert_bank(settings.r)
+        # No parameters: adding them leaves saved state dicts unchanged; identities in eval mode.
+        self.routing_dropout = nn.Dropout(settings.lora_dropout)
+        self.output_dropout = nn.Dropout(settings.lora_dropout)
         self.reset_adapter_parameters()
 
     def reset_adapter_parameters(self) -> None:
@@ -40,6 +46,8 @@ class MoELoRALinear(AdaptedLinear):
         logits = F.linear(jitter(flat, self.settings.router_jitter_noise, self.training), self.router_weight)
         probs, weights, top_idx = route(logits, self.top_k)
         self.shared.recorder.report(self.module_name, self.layer_index, lead, logits, probs, weights, top_idx)
+        # After the report: recorded weights (and the aux loss) describe the router, not the dropout mask.
+        weights = self.routing_dropout(weights)  # (N, E)
         bank, d = self.expert_bank, self.expert_rank
         if top_idx is None:
             # Dense: scaling each expert's chunk of z by g_i and applying B once equals sum_i g_i B_i z_i.
@@ -50,4 +58,4 @@ class MoELoRALinear(AdaptedLinear):
             dispatch = ExpertDispatch(top_idx, weights)
             codes = grouped_down(dispatch.gather(inputs), self.lora_A)
             out = dispatch.combine(grouped_up(dispatch.gate(codes), bank))
-        return self.scaled(out).view(*lead, self.out_features)
+        return self.output_dropout(self.scaled(out)).view(*lead, self.out_features)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 METHODS = ("lora", "moelora", "talklora", "ttlora")
 ROUTED_METHODS = ("moelora", "talklora")
@@ -31,6 +31,27 @@ DEFAULT_TARGETS = {
 }
 
 
+PRESETS = ("ttlora-paper",)
+
+# The TT-LoRA paper's hand-set factors (official code lanl/TTLoRAMoE, per model in its training script),
+# keyed by the layer's (D_in, D_out): (input factors m, output factors n), as its config writes them. Its cores
+# run over m then n REVERSED (tt_shape = m + n[::-1], e.g. [16, 8, 4, 4, 4, 4, 8, 16]), which is the core-order
+# list `tt_factors` takes. Shapes not listed get paper_factors().
+PAPER_TT_FACTORS: Dict[Tuple[int, int], Tuple[List[int], List[int]]] = {
+    (768, 768): ([64, 4, 3], [64, 4, 3]),  # roberta-base query / value
+    (2048, 2048): ([16, 8, 4, 4], [16, 8, 4, 4]),  # Llama-3.2-1B q_proj
+    (2048, 512): ([16, 16, 4, 2], [16, 16, 2]),  # Llama-3.2-1B v_proj
+    (3072, 3072): ([16, 4, 4, 3, 2, 2], [16, 4, 4, 3, 2, 2]),  # Llama-3.2-3B q_proj
+    (3072, 1024): ([16, 4, 4, 3, 2, 2], [16, 4, 4, 2, 2]),  # Llama-3.2-3B v_proj
+    (4096, 4096): ([16, 4, 4, 4, 2, 2], [16, 4, 4, 4, 2, 2]),  # Llama-3.1-8B q_proj
+    (4096, 1024): ([16, 4, 4, 4, 2, 2], [16, 4, 4, 2, 2]),  # Llama-3.1-8B v_proj
+}
+
+# The paper adapts the attention query and value maps only; their names per architecture.
+PAPER_QV_TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"]}
+FUSED_QKV_TYPES = ("gpt2", "phi3")
+
+
 def config_error(argument: str, rule: str, value: Any, fix: str) -> ValueError:
     """The one shape of every configuration error: argument, rule, received value, fix."""
     return ValueError(f"`{argument}` {rule}, got {value!r}. Fix: {fix}")
@@ -46,7 +67,8 @@ class AdapterSettings:
         E > 1 is a TT-LoRA MoE: E frozen experts and a per-sequence top-1 router.
     num_experts_per_tok: top-k sparse routing; None is dense softmax routing (the papers' setting).
     lora_alpha: scale alpha / r on the update; None means no scale (1.0), as in the TalkLoRA code.
-    lora_dropout: dropout p on the adapter input (and, for TalkLoRA, on routing weights and output).
+    lora_dropout: dropout p on the adapter input (and, for TalkLoRA and MoELoRA, on the routing weights
+        and the adapter output).
     target_modules: module names (matched as the name or its dotted suffix) or one regex string
         (full match on the dotted name); None: the architecture's default.
     share_expert_banks: one B bank per projection type shared by all layers (TalkLoRA's setting,
@@ -55,8 +77,16 @@ class AdapterSettings:
     router_aux_loss_coef: weight of the Switch/Mixtral load-balancing loss (0: off, the papers').
     router_jitter_noise: multiplicative uniform noise on the router input while training (0: off).
     tt_rank: inner tensor-train rank; tt_alpha: its plain multiplier; tt_factors: optional
-        {target name: [input factors, output factors]} overriding the automatic factorization.
+        {target name: [input factors, output factors]} overriding the automatic factorization; both lists
+        in core order (input core 1 takes the least significant input digit, output core 1 the most
+        significant output digit: the official TT-LoRA convention, see adapter_ttlora).
     modules_to_save: extra base modules to train (None: a classification head is trained).
+
+    TT-LoRA: the DEFAULT here (AdapterSettings(method="ttlora")) is the project's own setting: the
+    architecture's default targets (q, k, v, up, down), automatic factors (factorize(): about three
+    balanced factors per side), lora_dropout as given (0 here; the training CLI's default is 0.05).
+    The PAPER's setting is the preset AdapterSettings.preset("ttlora-paper", model_config) (see
+    ttlora_paper_settings): q and v only, tt_rank 5, tt_alpha 16, no dropout, the paper's hand-set factors.
     """
 
     method: str = "talklora"
@@ -74,6 +104,9 @@ class AdapterSettings:
     tt_alpha: float = 16.0
     tt_factors: Optional[Dict[str, List[List[int]]]] = None
     modules_to_save: Optional[List[str]] = None
+    # TT-LoRA MoE router noise: "masked-train" (no bias, mean over real tokens, training only) or "official"
+    # (the paper's code: noise layer with bias, mean over all positions, noise at evaluation too); see sequence_router.
+    router_noise: str = "masked-train"
 
     def __post_init__(self):
         if self.num_experts is None and self.method in DEFAULT_NUM_EXPERTS:
@@ -157,9 +190,22 @@ class AdapterSettings:
                         or not all(isinstance(f, int) and f > 1 for side in pair for f in side)):
                     raise config_error(f"tt_factors[{name!r}]", "must be [input factors, output factors], "
                                        "each a list of integers > 1", pair, "e.g. {'q_proj': [[8, 8, 9], [8, 8, 9]]}.")
+        if self.router_noise not in ("masked-train", "official"):
+            raise config_error("router_noise", "must be one of ['masked-train', 'official']", self.router_noise,
+                               "use 'masked-train' (default: training-only noise) or 'official' (the paper's code).")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def preset(cls, name: str, model_config: Any, **overrides: Any) -> "AdapterSettings":
+        """Settings of a named published setup for a base model. Presets: "ttlora-paper" (see
+        ttlora_paper_settings). model_config: the base's transformers config or its dict; overrides:
+        any other field (e.g. num_experts=3 for a TT-LoRA MoE)."""
+        if name == "ttlora-paper":
+            return ttlora_paper_settings(model_config, **overrides)
+        raise config_error("name", f"must be one of {list(PRESETS)}", name,
+                           "use a listed preset, or build AdapterSettings(...) directly.")
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "AdapterSettings":
@@ -178,3 +224,71 @@ def default_targets(model_type: str) -> List[str]:
         return list(DEFAULT_TARGETS[model_type])
     raise config_error("target_modules", f"has no default for model_type={model_type!r}", None,
                        "pass target_modules explicitly (the error for an unknown target lists the candidates).")
+
+
+def paper_factors(n: int) -> List[int]:
+    """Factors of n in the TT-LoRA paper's style (it writes 2048 as [16, 8, 4, 4]), largest first.
+
+    Rule: if 16 divides n (and n > 16), a leading 16 and n / 16 split into three balanced factors;
+    otherwise n split into four balanced factors. Balanced: primes placed largest first into the currently
+    smallest factor; factors of 1 are dropped, so small n get fewer factors. 576 -> [16, 4, 3, 3],
+    192 -> [16, 3, 2, 2], 32 -> [16, 2], 16 -> [2, 2, 2, 2], 105 -> [7, 5, 3].
+    """
+    if n < 2:
+        return [n]
+    lead, rest, count = ([16], n // 16, 3) if n % 16 == 0 and n > 16 else ([], n, 4)
+    primes, p = [], 2
+    while p * p <= rest:
+        while rest % p == 0:
+            primes.append(p)
+            rest //= p
+        p += 1
+    if rest > 1:
+        primes.append(rest)
+    bins = [1] * count
+    for prime in sorted(primes, reverse=True):
+        bins[bins.index(min(bins))] *= prime
+    return lead + sorted((b for b in bins if b > 1), reverse=True)
+
+
+def _paper_layer_factors(d_in: int, d_out: int) -> List[List[int]]:
+    """[input factors, output factors in core order] for one (D_in, D_out) layer.
+
+    The output factors are reversed into core order, as the official tt_shape has them: the largest
+    factors then sit on the first and last cores, whose rank-1 side makes each of their entries cost r
+    parameters instead of r^2 (and the output digit order matches the official contraction's)."""
+    m, n = PAPER_TT_FACTORS.get((d_in, d_out), (paper_factors(d_in), paper_factors(d_out)))
+    return [list(m), list(n)[::-1]]
+
+
+def ttlora_paper_settings(model_config: Any, **overrides: Any) -> AdapterSettings:
+    """The TT-LoRA paper's setting (arXiv 2504.21190 / lanl/TTLoRAMoE) for a base model.
+
+    method "ttlora"; target_modules the attention query and value maps (["q_proj", "v_proj"], or
+    ["query", "value"] for BERT/RoBERTa); tt_rank 5; tt_alpha 16; lora_dropout 0 (the official TT-LoRA
+    has no dropout); tt_factors per target from the layer's (D_in, D_out): the paper's own factors where it
+    published them (PAPER_TT_FACTORS: Llama-3.2-1B q [16, 8, 4, 4] x [16, 8, 4, 4], v [16, 16, 4, 2] x
+    [16, 16, 2], ...), else paper_factors() on each side; output factors stored in core order (reversed).
+    On Llama-3.2-1B that is 33,920 parameters, the paper's count.
+
+    model_config: the base's transformers config (or a dict) with model_type, hidden_size and
+    num_attention_heads (num_key_value_heads, head_dim optional). overrides: any other AdapterSettings field.
+    """
+    get = model_config.get if isinstance(model_config, dict) else (lambda key: getattr(model_config, key, None))
+    model_type = get("model_type") or ""
+    hidden, heads = get("hidden_size"), get("num_attention_heads")
+    if model_type in FUSED_QKV_TYPES or not isinstance(hidden, int) or not isinstance(heads, int):
+        raise config_error("model_config", "must describe separate query and value projections (model_type, "
+                           "hidden_size, num_attention_heads)", {"model_type": model_type, "hidden_size": hidden,
+                                                                 "num_attention_heads": heads},
+                           "pass the base model's config (model.config); for fused-qkv architectures build "
+                           "AdapterSettings(method='ttlora', tt_factors=...) by hand.")
+    head_dim = get("head_dim") or hidden // heads
+    kv_heads = get("num_key_value_heads") or heads
+    q_name, v_name = PAPER_QV_TARGETS.get(model_type, ["q_proj", "v_proj"])
+    values: Dict[str, Any] = dict(
+        method="ttlora", target_modules=[q_name, v_name], tt_rank=5, tt_alpha=16.0, lora_dropout=0.0,
+        tt_factors={q_name: _paper_layer_factors(hidden, heads * head_dim),
+                    v_name: _paper_layer_factors(hidden, kv_heads * head_dim)})
+    values.update(overrides)
+    return AdapterSettings(**values)

@@ -1,10 +1,18 @@
 """TT-LoRA (arXiv 2504.21190): delta W as a tensor train of small cores, never built in the forward.
 
 Cores G_t (r_{t-1}, s_t, r_t): first K over the input factors m_1..m_K (prod = D_in), then L over
-the output factors n_1..n_L (prod = D_out); boundary ranks 1, inner rank tt_rank.
-delta W[(j_1..j_L), (i_1..i_K)] = G_1[:, i_1, :] ... G_K[:, i_K, :] G_{K+1}[:, j_1, :] ... G_{K+L}[:, j_L, :],
-h = W0 x + alpha * delta W x. Several experts (a TT-LoRA MoE) stack their cores on a leading axis;
-the model picks one expert per sequence.
+the output factors n_1..n_L (prod = D_out, listed in core order); boundary ranks 1, inner rank tt_rank.
+
+    delta W[j, i] = G_1[:, i_1, :] ... G_K[:, i_K, :] G_{K+1}[:, j_1, :] ... G_{K+L}[:, j_L, :]
+    with  i = sum_t i_t * prod_{s<t} m_s   (input digit of core 1 the LEAST significant)
+    and   j = sum_l j_l * prod_{s>l} n_s   (output digit of core K+1 the MOST significant),
+
+h = W0 x + alpha * delta W x. This is the official TT-LoRA code's convention (lanl/TTLoRAMoE): it views x
+as (..., m_K, ..., m_1) and its first core contracts the last, fastest-varying axis; each output core
+appends its mode as a new last axis. So cores trained there compute the same function here, given the
+same factor lists (its tt_shape = input factors + output factors in core order; e.g. Llama-3.2-1B q_proj
+[16, 8, 4, 4] + [4, 4, 8, 16]). Several experts (a TT-LoRA MoE) stack their cores on a leading axis; the
+model picks one expert per sequence.
 
 Part of the bundle that travels inside every saved model.
 """
@@ -48,17 +56,20 @@ def tt_contract(x: torch.Tensor, cores: Sequence[torch.Tensor], input_factors: S
     """delta W x for a batch of tensor trains, contracting x with the cores one by one.
 
     x: (B, N, D_in); cores[t]: (B, r_{t-1}, s_t, r_t), B = 1 to share one train across all rows.
-    Returns (B, N, D_out). Cost is O(N * D_in * r) for the first core and smaller after: ΔW is never
-    materialised.
+    Returns (B, N, D_out). Digit order as in the module docstring (the official one): input core t takes
+    digit i_t = (i // prod_{s<t} m_s) % m_t, so core 1 the fastest-varying one. Cost is O(N * D_in * r)
+    for the first core and smaller after: delta W is never materialised.
     """
     batch, tokens, _ = x.shape
     num_in = len(input_factors)
-    state = x.reshape(batch, tokens, 1, input_factors[0], -1)  # (B, N, r_0=1, m_1, rest)
+    # (B, N, P, m_1, r_0 = 1): P = the digits not yet contracted (more significant), m_1 the fastest axis.
+    state = x.reshape(batch, tokens, -1, input_factors[0], 1)
     for t in range(num_in):
         core = cores[t]
-        state = torch.einsum("bnaip,baic->bncp", state, core)  # (B, N, r_t, rest)
+        state = torch.einsum("bnpia,baic->bnpc", state, core)  # (B, N, P, r_t)
         if t + 1 < num_in:
-            state = state.reshape(batch, tokens, core.shape[-1], input_factors[t + 1], -1)
+            # The next digit is now the least significant of what is left of the input index.
+            state = state.reshape(batch, tokens, -1, input_factors[t + 1], core.shape[-1])
     out = state.reshape(batch, tokens, -1, 1)  # (B, N, r_K, Q=1)
     for core in cores[num_in:]:
         out = torch.einsum("bnaq,bajc->bncqj", out, core)  # output index j_t appended least significant
@@ -71,13 +82,16 @@ def tt_reconstruct(cores: Sequence[torch.Tensor], input_factors: Sequence[int],
     """The full delta W (D_out, D_in) of one tensor train; cores[t]: (r_{t-1}, s_t, r_t).
 
     Chains the cores left to right into a (prod s_t, 1) column whose row index is (i_1..i_K, j_1..j_L)
-    in row-major order, the same ordering tt_contract uses.
+    in row-major order; the input digits are then reversed so that i_1 is the least significant, the
+    order tt_contract (and the official code) uses.
     """
     chain = cores[0].reshape(-1, cores[0].shape[-1])  # (s_1, r_1)
     for core in cores[1:]:
         chain = (chain @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[-1])
     d_in, d_out = math.prod(input_factors), math.prod(output_factors)
-    return chain.reshape(d_in, d_out).T
+    num_in = len(input_factors)
+    digits = chain.reshape(*input_factors, d_out).permute(*range(num_in - 1, -1, -1), num_in)
+    return digits.reshape(d_in, d_out).T
 
 
 class TTLoRALinear(AdaptedLinear):
