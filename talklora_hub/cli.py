@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "talklora_hub.train.commands",
     "talklora_hub.hub.commands",
     "talklora_hub.hub.publish_commands",
+    "talklora_hub.zoo.commands",
     "talklora_hub.spaces_commands",
 )
 

@@ -48,7 +48,8 @@ def register(subparsers) -> None:
     parser.add_argument("--top-k", type=int, default=None, help="top-k routing (default: dense)")
     parser.add_argument("--lora-alpha", type=float, default=None)
     parser.add_argument("--lora-dropout", type=float, default=0.05)
-    parser.add_argument("--target-modules", default=None, help="comma-separated module names (default: per arch)")
+    parser.add_argument("--target-modules", default=None, help="comma-separated module names, or 're:REGEX' (full match on the dotted "
+                        "module name, e.g. 're:model\\.layers\\.(2[0-9])\\..*(q|v)_proj') (default: per arch)")
     parser.add_argument("--aux-loss-coef", type=float, default=0.0, help="router load-balancing loss weight")
     parser.add_argument("--tt-rank", type=int, default=5)
     parser.add_argument("--tt-alpha", type=float, default=16.0)
@@ -102,7 +103,7 @@ def _require(args, name: str, flag: str) -> None:
 def config_from_args(args):
     from .config import TrainConfig
 
-    targets = args.target_modules.split(",") if args.target_modules else None
+    targets = parse_target_modules(args.target_modules)
     experts = [p.strip() for p in args.experts.split(",") if p.strip()] if args.experts else None
     return TrainConfig(
         base=args.base, tasks=args.task, method=args.method, r=args.r, num_experts=args.num_experts, top_k=args.top_k,
@@ -160,3 +161,12 @@ def cmd_ttlora_moe(args) -> int:
         return 2
     print(comparison_table(comparison))
     return 0
+
+
+def parse_target_modules(value):
+    """--target-modules: None (the architecture's default), 're:REGEX' (one regex string) or a comma list."""
+    if not value:
+        return None
+    if value.startswith("re:"):
+        return value[3:]
+    return [name.strip() for name in value.split(",") if name.strip()]

@@ -1,0 +1,103 @@
+"""Recipes of the shipped zoo: one ZooRecipe per entry, the single place both retraining and the model
+cards read. Each recipe's `train` holds TrainConfig fields (the evaluation fields are set by retraining:
+every entry is scored on its tasks' whole test splits).
+
+Why these settings (measured on a 2-core CPU, see the README's zoo section and each record.json):
+- SmolLM2-135M: the adapter sits in the top ten blocks only (20-29). The frozen lower blocks then run
+  forward only, with no activations kept for backward, which halves a step's cost; a verdict needs only
+  64 tokens (the prompt keeps its instruction head and its answer-cue tail). lr 3e-3: small adapters
+  with zero-initialised B need a larger step than full fine-tuning.
+- MiniLM: the calibration run (lr 1e-3, 150 steps x 16 x 128) scored 0.954 on spam.
+- Mixture models of the three methods share every budget field (steps, batch, length, rank, data,
+  seed, layers): the zoo itself is a fair comparison.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from typing import Any, Dict, List, Tuple
+
+SMOLLM2 = "smollm2-135m-instruct"
+MINILM = "all-minilm-l6-v2"
+LM_TASKS = ("spam", "fortune_topic", "sotu_party")
+ENCODER_TASKS = ("spam", "fortune_topic", "sotu_party", "sotu_era")
+TOP_LAYERS = r"model\.layers\.(2[0-9])\.(self_attn\.[qkv]_proj|mlp\.(up|down)_proj)"
+
+_LM_MIXTURE = dict(base=SMOLLM2, tasks=list(LM_TASKS), r=16, target_modules=TOP_LAYERS, max_steps=240, batch_size=8,
+                   max_length=64, lr=3e-3, seed=0, save_every=40)
+_ENCODER = dict(base=MINILM, method="talklora", r=16, num_experts=4, batch_size=16, max_length=128, lr=1e-3, seed=0,
+                save_every=50)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooRecipe:
+    """One zoo entry.
+
+    name: the entry's folder under zoo/ and its repo name on a Hub; kind: "model" (published as a full
+    model the Space and AutoModel load) or "expert" (adapter only, attached to its pinned base);
+    train: TrainConfig fields; summary: one line for the card and the zoo index.
+    """
+
+    name: str
+    kind: str
+    train: Dict[str, Any]
+    summary: str
+
+    @property
+    def tasks(self) -> Tuple[Any, ...]:
+        """The tasks as TrainConfig takes them: names, or (name, DatasetDict) pairs."""
+        return tuple(self.train["tasks"])
+
+    @property
+    def task_names(self) -> Tuple[str, ...]:
+        return tuple(t if isinstance(t, str) else t[0] for t in self.tasks)
+
+    @property
+    def base(self) -> str:
+        return self.train["base"]
+
+    def command(self) -> str:
+        """The command that retrains exactly this entry."""
+        return f"talklora-hub zoo retrain --only {shlex.quote(self.name)}"
+
+
+RECIPES: List[ZooRecipe] = [
+    ZooRecipe("smollm2-talklora-mixture", "model", {**_LM_MIXTURE, "method": "talklora", "num_experts": 4},
+              "SmolLM2-135M-Instruct + TalkLoRA (r=16, E=4) on spam, fortune topics and State of the Union party"),
+    ZooRecipe("smollm2-lora-mixture", "model", {**_LM_MIXTURE, "method": "lora"},
+              "SmolLM2-135M-Instruct + LoRA (r=16), the same budget as the TalkLoRA mixture"),
+    ZooRecipe("smollm2-moelora-mixture", "model", {**_LM_MIXTURE, "method": "moelora", "num_experts": 4},
+              "SmolLM2-135M-Instruct + MoELoRA (r=16, E=4), the same budget as the TalkLoRA mixture"),
+    ZooRecipe("minilm-talklora-spam", "expert", {**_ENCODER, "tasks": ["spam"], "max_steps": 150},
+              "all-MiniLM-L6-v2 + TalkLoRA spam classifier"),
+    ZooRecipe("minilm-talklora-fortune-topic", "expert",
+              {**_ENCODER, "tasks": ["fortune_topic"], "max_steps": 150, "max_length": 64},
+              "all-MiniLM-L6-v2 + TalkLoRA fortune-cookie topic classifier (6 topics)"),
+    ZooRecipe("minilm-talklora-sotu-party", "expert", {**_ENCODER, "tasks": ["sotu_party"], "max_steps": 200},
+              "all-MiniLM-L6-v2 + TalkLoRA: the president's party from a State of the Union paragraph"),
+    ZooRecipe("minilm-talklora-sotu-era", "expert", {**_ENCODER, "tasks": ["sotu_era"], "max_steps": 200},
+              "all-MiniLM-L6-v2 + TalkLoRA: the era of a State of the Union paragraph (4 eras)"),
+]
+
+
+def get_recipe(name: str) -> ZooRecipe:
+    for recipe in RECIPES:
+        if recipe.name == name:
+            return recipe
+    raise ValueError(f"`only` must name zoo entries from {[r.name for r in RECIPES]}, got {name!r}. "
+                     "Fix: pick names from `talklora-hub zoo recipes`.")
+
+
+def train_command_line(recipe: ZooRecipe) -> str:
+    """The equivalent `talklora-hub train` command line (for the card: what a user would type)."""
+    t = recipe.train
+    parts = ["talklora-hub train", f"--base {t['base']}", f"--method {t['method']}", f"--task {','.join(recipe.task_names)}",
+             f"--r {t['r']}"]
+    if t.get("num_experts"):
+        parts.append(f"--num-experts {t['num_experts']}")
+    if t.get("target_modules"):
+        parts.append(f"--target-modules {shlex.quote('re:' + t['target_modules'])}")
+    parts += [f"--max-steps {t['max_steps']}", f"--batch-size {t['batch_size']}", f"--max-length {t['max_length']}",
+              f"--lr {t['lr']}", f"--seed {t['seed']}"]
+    return " ".join(parts)

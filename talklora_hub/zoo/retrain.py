@@ -1,0 +1,151 @@
+"""`talklora-hub zoo retrain`: train, score and ship every zoo entry from its recipe.
+
+Each entry trains under runs/zoo/<entry>/ with checkpoints (an interrupted retrain resumes exactly where it
+stopped; a finished run is not trained again), then its adapter is rounded to bf16, scored on its tasks'
+whole test splits, compared with the baselines and written to zoo/<entry>/ at once, so what finished is
+never lost. The task baselines are computed once into zoo/baselines.json.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional
+
+from tqdm.auto import tqdm
+
+from .recipes import RECIPES, ZooRecipe, get_recipe, train_command_line
+from .shipped import (BASELINES, default_zoo_dir, hits_string, load_baselines, machine, round_adapter_to_bf16,
+                      shipped_entries, write_entry)
+
+EVAL_BATCH = 16
+
+
+def _say(message: str) -> None:
+    tqdm.write(f"[zoo] {message}")
+
+
+def compute_baselines(zoo_dir: Path, tasks: Iterable[str], bases: Dict[str, str], progress: bool = True) -> Dict[str, Any]:
+    """zoo/baselines.json: per task, majority class, TF-IDF + LR (full training split and 400 examples) and
+    the zero-shot base of each base model that has entries on the task; only missing figures are computed."""
+    import json
+
+    from ..data.base_models import base_model_path
+    from ..evaluation import baselines as bl
+
+    found = load_baselines(zoo_dir)
+    for task in tasks:
+        row = found.setdefault(task, {})
+        if "majority" not in row:
+            row["majority"] = bl.majority(task).to_dict()
+        if "tfidf_lr" not in row:
+            row["tfidf_lr"] = bl.tfidf_lr(task).to_dict()
+            row["tfidf_lr_400"] = bl.tfidf_lr(task, max_train_examples=400).to_dict()
+        zero = row.setdefault("zero_shot", {})
+        for base, max_length in bases.items():
+            if base in zero:
+                continue
+            _say(f"zero-shot {base} on {task}")
+            if base == "all-minilm-l6-v2":
+                zero[base] = bl.zero_shot_encoder(task, str(base_model_path(base))).to_dict()
+            else:
+                zero[base] = bl.zero_shot_lm(task, str(base_model_path(base)), max_length=max_length).to_dict()
+        found = _merge_baselines(zoo_dir, found)
+    return found
+
+
+def _merge_baselines(zoo_dir: Path, found: Dict[str, Any]) -> Dict[str, Any]:
+    """Writes baselines.json atomically, merged with what another retrain process wrote meanwhile."""
+    import json
+    import os
+
+    from filelock import FileLock
+
+    zoo_dir.mkdir(parents=True, exist_ok=True)
+    path = zoo_dir / BASELINES
+    with FileLock(str(path) + ".lock"):
+        merged = load_baselines(zoo_dir)
+        for task, row in found.items():
+            into = merged.setdefault(task, {})
+            for key, value in row.items():
+                if isinstance(value, dict) and key == "zero_shot":
+                    into.setdefault(key, {}).update(value)
+                else:
+                    into.setdefault(key, value)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    return merged
+
+
+def comparison(metrics: Dict[str, Any], baselines: Dict[str, Any], base: str) -> Dict[str, Any]:
+    """Per task: the entry's accuracy minus each baseline's, and whether the entry's interval lies above it."""
+    out = {}
+    for task, m in metrics.items():
+        row = baselines.get(task, {})
+        against = {"majority class": row.get("majority"), "zero-shot base": row.get("zero_shot", {}).get(base),
+                   "TF-IDF + LR": row.get("tfidf_lr")}
+        out[task] = {name: {"accuracy": b["value"], "low": b["low"], "high": b["high"],
+                            "margin": m["accuracy"] - b["value"], "above_interval": m["low"] > b["high"]}
+                     for name, b in against.items() if b}
+    return out
+
+
+def ship(recipe: ZooRecipe, result, zoo_dir: Path, baselines: Dict[str, Any], progress: bool = True) -> Path:
+    """Rounds the trained adapter to bf16, scores it on the whole test splits and writes zoo/<entry>/."""
+    from .scoring import score
+
+    model = result.model
+    round_adapter_to_bf16(model)
+    started = time.perf_counter()
+    scored = score(model, result.tokenizer, recipe.tasks, result.head, recipe.train["max_length"], EVAL_BATCH,
+                   progress=progress)
+    eval_seconds = time.perf_counter() - started
+    metrics = {task: {**{k: v for k, v in m.items() if k != "hits"}, "hits": hits_string(m["hits"])}
+               for task, m in scored.items()}
+    losses = result.losses or []
+    record = {
+        "name": recipe.name, "kind": recipe.kind, "summary": recipe.summary, "recipe": {**recipe.train, "tasks": list(recipe.task_names)},
+        "command": recipe.command(), "train_command": train_command_line(recipe),
+        "base": {"name": recipe.base}, "head": result.head, "tasks": list(recipe.task_names),
+        "steps": result.steps, "seed": recipe.train["seed"],
+        "timing": {**(result.timing or {}), "eval_seconds": round(eval_seconds, 1)},
+        "machine": machine(), "parameters": result.parameter_counts, "adapter": result.adapter_settings,
+        "losses": {"first": losses[:3], "last": losses[-3:]}, "routing": result.routing,
+        "metrics": metrics, "split": "test",
+        "comparison": comparison(metrics, baselines, recipe.base),
+        "weights": "bf16 (the figures above are measured on these bf16 weights)",
+    }
+    folder = write_entry(zoo_dir / recipe.name, model, record, "+".join(recipe.task_names))
+    for task, m in metrics.items():
+        _say(f"{recipe.name} {task}: {m['accuracy']:.3f} [{m['low']:.3f}, {m['high']:.3f}] (n={m['n']})")
+    return folder
+
+
+def train_entry(recipe: ZooRecipe, runs_dir: Path, progress: bool = True):
+    from ..train import TrainConfig, train
+
+    config = TrainConfig(**recipe.train, output=str(runs_dir / recipe.name), resume=True, max_eval_examples=0,
+                         progress=progress)
+    return train(config)
+
+
+def retrain(only: Optional[Iterable[str]] = None, zoo_dir: Optional[Path] = None, runs_dir: Path = Path("runs/zoo"),
+            force: bool = False, progress: bool = True) -> Dict[str, Path]:
+    """Trains (or resumes), scores and ships the selected entries (all by default); entries already in
+    zoo/ are skipped unless force. Returns {entry: folder}."""
+    zoo_dir = Path(zoo_dir) if zoo_dir else default_zoo_dir()
+    recipes = [get_recipe(n) for n in only] if only else list(RECIPES)
+    done = shipped_entries(zoo_dir)
+    todo = [r for r in recipes if force or r.name not in done]
+    tasks = sorted({t for r in recipes for t in r.task_names})
+    bases = {}
+    for r in recipes:
+        bases[r.base] = max(bases.get(r.base, 0), r.train["max_length"])
+    baselines = compute_baselines(zoo_dir, tasks, bases, progress)
+    out = {}
+    for recipe in tqdm(todo, desc="zoo retrain", unit="entry", disable=not progress):
+        _say(f"training {recipe.name}: {recipe.summary}")
+        result = train_entry(recipe, Path(runs_dir), progress)
+        out[recipe.name] = ship(recipe, result, zoo_dir, baselines, progress)
+    return out

@@ -1,0 +1,46 @@
+"""The majority and TF-IDF + LR baselines on a small task whose answer is in its words."""
+
+import random
+
+import pytest
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from talklora_hub.evaluation import baselines
+
+
+def word_task(n_train=200, n_test=80, seed=0):
+    """Label 1 when the text holds a 'hot' word, 0 for a 'cold' word; 70% of training rows are label 0."""
+    rng = random.Random(seed)
+    hot, cold, filler = ["fire", "sun", "lava"], ["ice", "snow", "frost"], ["the", "a", "day", "was", "very", "it"]
+
+    def rows(n, share_hot):
+        out = []
+        for _ in range(n):
+            label = int(rng.random() < share_hot)
+            words = rng.sample(filler, 4) + [rng.choice(hot if label else cold)]
+            rng.shuffle(words)
+            out.append({"text": " ".join(words), "label": label})
+        return out
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["cold", "hot"])})
+    return DatasetDict(train=Dataset.from_list(rows(n_train, 0.3), features=features),
+                       test=Dataset.from_list(rows(n_test, 0.5), features=features))
+
+
+def test_majority_predicts_the_training_majority_on_the_test_split():
+    data = word_task()
+    result = baselines.majority("words", splits=data)
+    labels = data["test"]["label"]
+    assert result.details["label"] == 0
+    assert result.accuracy.value == pytest.approx(labels.count(0) / len(labels))
+    assert result.hits == [label == 0 for label in labels]
+    assert result.accuracy.low <= result.accuracy.value <= result.accuracy.high
+
+
+def test_tfidf_lr_learns_the_words_and_beats_the_majority():
+    data = word_task()
+    tfidf = baselines.tfidf_lr("words", splits=data)
+    assert tfidf.accuracy.value > 0.95
+    assert tfidf.accuracy.low > baselines.majority("words", splits=data).accuracy.high
+    few = baselines.tfidf_lr("words", splits=data, max_train_examples=20)
+    assert few.details["train_examples"] == 20
