@@ -1,4 +1,4 @@
-"""Model cards: rendered from the Jinja2 templates in model_cards/, with YAML metadata that
+"""Model cards: rendered from the Jinja2 templates in talklora_hub/hub/templates/, with YAML metadata that
 huggingface_hub's ModelCard parses (library, base model, pipeline, tags, datasets, license,
 model-index), and a routing picture where the model routes.
 """
@@ -16,7 +16,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ..analysis.routing_stats import balance_summary, layer_load_matrix
 
-TEMPLATES = Path(os.environ.get("TALKLORA_CARD_TEMPLATES", Path(__file__).resolve().parents[2] / "model_cards"))
+# Inside the package (package-data), so a pip-installed talklora_hub renders cards too.
+TEMPLATES = Path(os.environ.get("TALKLORA_CARD_TEMPLATES", Path(__file__).resolve().parent / "templates"))
 PIPELINES = {"causal": "text-generation", "seqcls": "text-classification", "bare": "feature-extraction"}
 PROBE_TEXTS = ["The quick brown fox jumps over the lazy dog.",
                "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)",
@@ -55,22 +56,29 @@ def measure_routing(model, tokenizer=None, texts: Sequence[str] = PROBE_TEXTS,
 
 
 def routing_picture(routing: Dict[str, Any], path: Path) -> Path:
-    """A layers x experts heatmap of mean routing weight, as PNG."""
+    """A layers x experts heatmap of mean routing weight, as PNG.
+
+    The colours diverge around the uniform share 1/E (white), scaled to the largest deviation seen, so a
+    router a few percent away from uniform is as visible as one that sends everything to one expert."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
 
     layers = [layer for layer, _ in routing["layers"]]
     loads = [load for _, load in routing["layers"]]
+    uniform = 1.0 / routing["num_experts"]
+    spread = max(max(abs(v - uniform) for row in loads for v in row), 1e-4)
+    norm = TwoSlopeNorm(vcenter=uniform, vmin=max(0.0, uniform - spread), vmax=uniform + spread)
     height = max(2.5, 0.22 * len(layers) + 1.2)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * routing["num_experts"], height), dpi=110)
-    image = ax.imshow(loads, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(max(map(max, loads)), 1e-6))
+    fig, ax = plt.subplots(figsize=(1.6 + 0.7 * routing["num_experts"], height), dpi=110)
+    image = ax.imshow(loads, aspect="auto", cmap="RdBu_r", norm=norm)
     ax.set_xlabel("expert")
     ax.set_ylabel("layer")
     ax.set_xticks(range(routing["num_experts"]))
     ax.set_yticks(range(len(layers)), labels=[str(layer) for layer in layers])
-    ax.set_title("mean routing weight")
+    ax.set_title(f"mean routing weight (white = 1/{routing['num_experts']})", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.08)
     fig.tight_layout()
     fig.savefig(path)
@@ -112,11 +120,12 @@ def card_data(kind: str, model_type_head: str, method: str, base_repo: Optional[
 
 
 def render_card(kind: str, **context: Any) -> str:
-    """Renders model_cards/{kind}.md.j2 and checks huggingface_hub parses it back."""
+    """Renders templates/{kind}.md.j2 and checks huggingface_hub parses it back."""
     environment = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
                               keep_trailing_newline=True)
     context = {"picture": None, "routing": None, "training": None, "evaluation": [],
-               "routing_note": "This adapter does not route per token.", "output_router_logits": False, **context}
+               "routing_note": "This adapter does not route per token.", "output_router_logits": False,
+               "comparison": None, **context}
     context["card_data"] = context["card_data"].to_yaml()
     text = environment.get_template(f"{kind}.md.j2").render(**context)
     ModelCard(text)  # raises if the metadata does not parse

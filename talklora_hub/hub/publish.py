@@ -51,7 +51,7 @@ def _common_context(model, repo_id: str, result, routing, picture) -> Dict[str, 
     return {"repo_id": repo_id, "revision": "main", "method": model.adapter_settings.method,
             "adapter_rows": adapter_rows(model.config.adapter, targets), "trainable": counts["trainable"],
             "total": counts["total"], "training": _training_rows(result), "evaluation": evaluation_rows(result),
-            "routing": routing, "picture": picture}
+            "routing": routing, "picture": picture, "comparison": (result or {}).get("comparison")}
 
 
 def _summary(kind: str, model, task: Optional[str]) -> str:

@@ -10,6 +10,10 @@ Why these settings (measured on a 2-core CPU, see the README's zoo section and e
 - MiniLM: the calibration run (lr 1e-3, 150 steps x 16 x 128) scored 0.954 on spam.
 - Mixture models of the three methods share every budget field (steps, batch, length, rank, data,
   seed, layers): the zoo itself is a fair comparison.
+- TT-LoRA MoE (arXiv 2504.21190): one TT-LoRA expert per task on the same top ten blocks and projections
+  (the project's default factorisation, not the paper's q,v preset: with the adapter confined to ten
+  blocks, q and v alone leave too little to adapt), 80 steps each, so the three experts together train
+  as many steps as one mixture model; then only the router trains, on the frozen experts.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ TOP_LAYERS = r"model\.layers\.(2[0-9])\.(self_attn\.[qkv]_proj|mlp\.(up|down)_pr
 
 _LM_MIXTURE = dict(base=SMOLLM2, tasks=list(LM_TASKS), r=16, target_modules=TOP_LAYERS, max_steps=240, batch_size=8,
                    max_length=64, lr=3e-3, seed=0, save_every=40)
+_TT_EXPERT = dict(base=SMOLLM2, method="ttlora", num_experts=1, target_modules=TOP_LAYERS, tt_rank=5, tt_alpha=16.0,
+                  max_steps=80, batch_size=8, max_length=64, lr=5e-3, seed=0, save_every=40)
 _ENCODER = dict(base=MINILM, method="talklora", r=16, num_experts=4, batch_size=16, max_length=128, lr=1e-3, seed=0,
                 save_every=50)
 
@@ -35,14 +41,18 @@ class ZooRecipe:
     """One zoo entry.
 
     name: the entry's folder under zoo/ and its repo name on a Hub; kind: "model" (published as a full
-    model the Space and AutoModel load) or "expert" (adapter only, attached to its pinned base);
-    train: TrainConfig fields; summary: one line for the card and the zoo index.
+    model the Space and AutoModel load), "expert" (adapter only, attached to its pinned base) or
+    "router" (a TT-LoRA MoE router over the expert entries named in `experts`, in task order);
+    train: TrainConfig fields; summary: one line for the card and the zoo index; compare_with: entries
+    whose scores the record sets beside this one's (a router: the multi-task LoRA).
     """
 
     name: str
     kind: str
     train: Dict[str, Any]
     summary: str
+    experts: Tuple[str, ...] = ()
+    compare_with: Tuple[str, ...] = ()
 
     @property
     def tasks(self) -> Tuple[Any, ...]:
@@ -69,6 +79,14 @@ RECIPES: List[ZooRecipe] = [
               "SmolLM2-135M-Instruct + LoRA (r=16), the same budget as the TalkLoRA mixture"),
     ZooRecipe("smollm2-moelora-mixture", "model", {**_LM_MIXTURE, "method": "moelora", "num_experts": 4},
               "SmolLM2-135M-Instruct + MoELoRA (r=16, E=4), the same budget as the TalkLoRA mixture"),
+    *[ZooRecipe(f"smollm2-ttlora-{task.replace('_', '-')}", "expert", {**_TT_EXPERT, "tasks": [task]},
+                f"SmolLM2-135M-Instruct + one TT-LoRA expert for {task} (a TT-LoRA MoE expert)") for task in LM_TASKS],
+    ZooRecipe("smollm2-ttlora-moe-router", "router",
+              dict(base=SMOLLM2, method="ttlora", tasks=list(LM_TASKS), max_steps=60, batch_size=8, max_length=64,
+                   lr=1e-3, seed=0, router_ce_weight=21.0, save_every=30),
+              "TT-LoRA MoE router: picks one frozen TT-LoRA expert per sequence from the base's last hidden state",
+              experts=tuple(f"smollm2-ttlora-{task.replace('_', '-')}" for task in LM_TASKS),
+              compare_with=("smollm2-lora-mixture",)),
     ZooRecipe("minilm-talklora-spam", "expert", {**_ENCODER, "tasks": ["spam"], "max_steps": 150},
               "all-MiniLM-L6-v2 + TalkLoRA spam classifier"),
     ZooRecipe("minilm-talklora-fortune-topic", "expert",
@@ -90,14 +108,19 @@ def get_recipe(name: str) -> ZooRecipe:
 
 
 def train_command_line(recipe: ZooRecipe) -> str:
-    """The equivalent `talklora-hub train` command line (for the card: what a user would type)."""
+    """The equivalent `talklora-hub train` command line (for the card: what a user would type). A router's
+    experts are the shipped expert entries, passed with --experts."""
     t = recipe.train
-    parts = ["talklora-hub train", f"--base {t['base']}", f"--method {t['method']}", f"--task {','.join(recipe.task_names)}",
-             f"--r {t['r']}"]
-    if t.get("num_experts"):
-        parts.append(f"--num-experts {t['num_experts']}")
+    parts = ["talklora-hub train"]
+    if recipe.kind == "router":
+        parts = ["talklora-hub train", f"--experts {','.join('zoo/' + e for e in recipe.experts)}"]
+    parts += [f"--base {t['base']}", f"--method {t['method']}", f"--task {','.join(recipe.task_names)}"]
+    flags = (("r", "--r"), ("num_experts", "--num-experts"), ("tt_rank", "--tt-rank"), ("tt_alpha", "--tt-alpha"),
+             ("max_steps", "--max-steps"), ("batch_size", "--batch-size"), ("max_length", "--max-length"),
+             ("lr", "--lr"), ("router_ce_weight", "--router-ce-weight"), ("seed", "--seed"))
+    for key, flag in flags:
+        if t.get(key) is not None:
+            parts.append(f"{flag} {t[key]}")
     if t.get("target_modules"):
         parts.append(f"--target-modules {shlex.quote('re:' + t['target_modules'])}")
-    parts += [f"--max-steps {t['max_steps']}", f"--batch-size {t['batch_size']}", f"--max-length {t['max_length']}",
-              f"--lr {t['lr']}", f"--seed {t['seed']}"]
     return " ".join(parts)

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
+import torch
 from tqdm.auto import tqdm
 
 from .recipes import RECIPES, ZooRecipe, get_recipe, train_command_line
-from .shipped import (BASELINES, default_zoo_dir, hits_string, load_baselines, machine, round_adapter_to_bf16,
+from .shipped import (BASELINES, UNPUBLISHED, default_zoo_dir, hits_string, load_baselines, machine, round_adapter_to_bf16,
                       shipped_entries, write_entry)
 
 EVAL_BATCH = 16
@@ -96,7 +97,12 @@ def ship(recipe: ZooRecipe, result, zoo_dir: Path, baselines: Dict[str, Any], pr
     from .scoring import score
 
     model = result.model
-    round_adapter_to_bf16(model)
+    if recipe.kind == "router":
+        with torch.no_grad():  # only the router trained; round it like every shipped tensor
+            for param in model.sequence_router.parameters():
+                param.copy_(param.to(torch.bfloat16).to(param.dtype))
+    else:
+        round_adapter_to_bf16(model)
     started = time.perf_counter()
     scored = score(model, result.tokenizer, recipe.tasks, result.head, recipe.train["max_length"], EVAL_BATCH,
                    progress=progress)
@@ -116,18 +122,65 @@ def ship(recipe: ZooRecipe, result, zoo_dir: Path, baselines: Dict[str, Any], pr
         "comparison": comparison(metrics, baselines, recipe.base),
         "weights": "bf16 (the figures above are measured on these bf16 weights)",
     }
-    folder = write_entry(zoo_dir / recipe.name, model, record, "+".join(recipe.task_names))
+    router_experts = None
+    if recipe.kind == "router":
+        record["moe"] = moe_report(recipe, model, result.tokenizer, zoo_dir, scored, progress)
+        record["experts"] = list(recipe.experts)
+        router_experts = [{"repo_id": e, "revision": UNPUBLISHED, "task": t}
+                          for e, t in zip(recipe.experts, recipe.task_names)]
+    folder = write_entry(zoo_dir / recipe.name, model, record, "+".join(recipe.task_names), router_experts)
     for task, m in metrics.items():
         _say(f"{recipe.name} {task}: {m['accuracy']:.3f} [{m['low']:.3f}, {m['high']:.3f}] (n={m['n']})")
     return folder
 
 
-def train_entry(recipe: ZooRecipe, runs_dir: Path, progress: bool = True):
+def train_entry(recipe: ZooRecipe, runs_dir: Path, zoo_dir: Path, progress: bool = True):
     from ..train import TrainConfig, train
+    from .shipped import attach_shipped
 
-    config = TrainConfig(**recipe.train, output=str(runs_dir / recipe.name), resume=True, max_eval_examples=0,
-                         progress=progress)
+    extra = {}
+    if recipe.kind == "router":
+        missing = [e for e in recipe.experts if e not in shipped_entries(zoo_dir)]
+        if missing:
+            raise FileNotFoundError(f"the router {recipe.name} needs its experts {missing} shipped first. Fix: "
+                                    f"`talklora-hub zoo retrain --only {' '.join(missing)}`.")
+        extra["ttlora_experts"] = [attach_shipped(zoo_dir / e) for e in recipe.experts]
+    config = TrainConfig(**recipe.train, **extra, output=str(runs_dir / recipe.name), resume=True,
+                         max_eval_examples=0, progress=progress)
     return train(config)
+
+
+def moe_report(recipe: ZooRecipe, model, tokenizer, zoo_dir: Path, scored: Dict[str, Any], progress: bool) -> Dict[str, Any]:
+    """A router entry's extra figures on the whole test splits: the router's task accuracy and confusion
+    matrix, the MoE with each task's own expert forced (oracle routing), and beside them each expert
+    alone (its own entry) and the entries in compare_with (the multi-task LoRA)."""
+    from ..train.evaluate import router_accuracy
+    from .scoring import predict, test_rows
+    from .shipped import read_record
+
+    data, per_task = test_rows(recipe.tasks, "causal")
+    rows = [r for name in data.names for r in per_task[name]]
+    router = router_accuracy(model, tokenizer, rows, data.names, recipe.train["max_length"], EVAL_BATCH)
+    oracle = {}
+    for index, task in enumerate(data.names):
+        from ..train.evaluate import score_choices
+
+        task_rows = per_task[task]
+        choices = [" " + v for v in data.specs[task].verbalizers]
+        scores = score_choices(model, tokenizer, [r["prompt"] for r in task_rows], [choices] * len(task_rows),
+                               recipe.train["max_length"], EVAL_BATCH, forced_experts=[index] * len(task_rows))
+        hits = [max(range(len(s)), key=s.__getitem__) == int(r["label"]) for s, r in zip(scores, task_rows)]
+        oracle[task] = sum(hits) / len(hits)
+    per_task_rows = {}
+    for index, task in enumerate(data.names):
+        expert = read_record(zoo_dir / recipe.experts[index])["metrics"][task]
+        row = {"moe": scored[task]["accuracy"], "moe_oracle_routing": oracle[task], "expert_alone": expert["accuracy"],
+               "router_accuracy": router["per_task"][task]}
+        for other in recipe.compare_with:
+            if (zoo_dir / other).is_dir():
+                row[other] = read_record(zoo_dir / other)["metrics"].get(task, {}).get("accuracy")
+        per_task_rows[task] = row
+    return {"router": router, "tasks": per_task_rows}
 
 
 def retrain(only: Optional[Iterable[str]] = None, zoo_dir: Optional[Path] = None, runs_dir: Path = Path("runs/zoo"),
@@ -146,6 +199,6 @@ def retrain(only: Optional[Iterable[str]] = None, zoo_dir: Optional[Path] = None
     out = {}
     for recipe in tqdm(todo, desc="zoo retrain", unit="entry", disable=not progress):
         _say(f"training {recipe.name}: {recipe.summary}")
-        result = train_entry(recipe, Path(runs_dir), progress)
+        result = train_entry(recipe, Path(runs_dir), zoo_dir, progress)
         out[recipe.name] = ship(recipe, result, zoo_dir, baselines, progress)
     return out

@@ -4,6 +4,8 @@
     zoo/<entry>/talklora_expert.json        the expert format of talklora_hub.hub.artifacts (the base is
                                             pinned by its weight fingerprint; repo id and commit are filled
                                             in when the entry is published to a Hub)
+    zoo/<entry>/router.safetensors          (a TT-LoRA MoE router entry instead: the router's tensors, bf16,
+    zoo/<entry>/talklora_router.json         and the router format naming its expert entries in order)
     zoo/<entry>/record.json                 recipe, command, seed, steps, time, machine, metrics with 95%
                                             intervals and per-example hits, the baselines beside them
     zoo/baselines.json                      every task's baselines on its whole test split
@@ -23,6 +25,8 @@ import torch
 
 WEIGHTS = "adapter_model.safetensors"
 EXPERT_META = "talklora_expert.json"
+ROUTER_WEIGHTS = "router.safetensors"
+ROUTER_META = "talklora_router.json"
 RECORD = "record.json"
 BASELINES = "baselines.json"
 # The placeholder revision of a base that is the offline bootstrap, not (yet) a Hub commit.
@@ -67,21 +71,32 @@ def round_adapter_to_bf16(model) -> None:
                 param.copy_(param.to(torch.bfloat16).to(param.dtype))
 
 
-def write_entry(folder: Union[str, os.PathLike], model, record: Dict[str, Any], task: str) -> Path:
-    """Writes the entry atomically: the expert export with bf16 tensors, then record.json beside it."""
+def _to_bf16(path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from ..hub.artifacts import export_expert
+    tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def write_entry(folder: Union[str, os.PathLike], model, record: Dict[str, Any], task: str,
+                router_experts: Optional[List[Dict[str, str]]] = None) -> Path:
+    """Writes the entry atomically: the expert (or, given router_experts, the router) export with bf16
+    tensors, and record.json beside it."""
+    from ..hub.artifacts import export_expert, export_router
     from ..modeling.modeling_talklora import staged_directory
 
     folder = Path(folder)
     with staged_directory(folder) as staging:
-        export_expert(model, staging / "expert", task, base_repo_id=record["base"]["name"], base_revision=UNPUBLISHED)
-        tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in load_file(str(staging / "expert" / WEIGHTS)).items()}
-        save_file(tensors, str(staging / WEIGHTS), metadata={"format": "pt"})
-        os.replace(staging / "expert" / EXPERT_META, staging / EXPERT_META)
-        (staging / "expert" / WEIGHTS).unlink()
-        (staging / "expert").rmdir()
+        if router_experts is None:
+            export_expert(model, staging / "export", task, base_repo_id=record["base"]["name"], base_revision=UNPUBLISHED)
+        else:
+            export_router(model, staging / "export", router_experts, base_repo_id=record["base"]["name"],
+                          base_revision=UNPUBLISHED)
+        for item in (staging / "export").iterdir():
+            if item.suffix == ".safetensors":
+                _to_bf16(item)
+            os.replace(item, staging / item.name)
+        (staging / "export").rmdir()
         (staging / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return folder
 
@@ -95,27 +110,59 @@ def shipped_entries(zoo_dir: Optional[Union[str, os.PathLike]] = None) -> Dict[s
     root = Path(zoo_dir) if zoo_dir else default_zoo_dir()
     if not root.is_dir():
         return {}
-    return {p.name: p for p in sorted(root.iterdir())
-            if p.is_dir() and all((p / f).is_file() for f in (WEIGHTS, EXPERT_META, RECORD))}
+    def complete(p: Path) -> bool:
+        return (p / RECORD).is_file() and (all((p / f).is_file() for f in (WEIGHTS, EXPERT_META))
+                                           or all((p / f).is_file() for f in (ROUTER_WEIGHTS, ROUTER_META)))
+
+    return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and complete(p)}
+
+
+def _bootstrapped_base(name: str, head: str, num_labels: Optional[int] = None):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from ..data.base_models import base_model_path
+
+    path = base_model_path(name)
+    if head == "seqcls":
+        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+    return AutoModelForCausalLM.from_pretrained(path)
 
 
 def attach_shipped(folder: Union[str, os.PathLike], base=None):
     """The entry as a ready model: its adapter attached to its base (the bootstrapped offline base model
-    unless `base` is given), the base checked by fingerprint."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from ..data.base_models import base_model_path
+    unless `base` is given), the base checked by fingerprint. A router entry is composed with its expert
+    entries (found beside it in the same zoo folder)."""
     from ..hub.artifacts import attach_expert
 
     folder = Path(folder)
+    if (folder / ROUTER_META).is_file():
+        return attach_shipped_router(folder, base)
     meta = json.loads((folder / EXPERT_META).read_text())
     if base is None:
-        path = base_model_path(read_record(folder)["base"]["name"])
-        if meta["head"] == "seqcls":
-            base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=meta["num_labels"])
-        else:
-            base = AutoModelForCausalLM.from_pretrained(path)
+        base = _bootstrapped_base(read_record(folder)["base"]["name"], meta["head"], meta.get("num_labels"))
     return attach_expert(folder, base=base)
+
+
+def attach_shipped_router(folder: Path, base=None):
+    """A TT-LoRA MoE router entry composed with its shipped experts on one copy of the base."""
+    from safetensors.torch import load_file
+
+    from ..hub.artifacts import ArtifactError, read_expert
+    from ..hub.fingerprint import base_fingerprint
+    from ..train.compose import compose_from_cores
+
+    meta = json.loads((folder / ROUTER_META).read_text())
+    parts = [read_expert(folder.parent / e["repo_id"]) for e in meta["experts"]]
+    for entry, part in zip(meta["experts"], parts):
+        if part["meta"]["base_model"]["fingerprint"] != meta["base_model"]["fingerprint"]:
+            raise ArtifactError(f"expert entry {entry['repo_id']} was trained on another base than the router.")
+    if base is None:
+        base = _bootstrapped_base(read_record(folder)["base"]["name"], "causal")
+    if base_fingerprint(base) != meta["base_model"]["fingerprint"]:
+        raise ArtifactError("the base model is not the one this router was trained on. Fix: pass that base.")
+    model = compose_from_cores(base, [p["settings"] for p in parts], [p["tensors"] for p in parts])
+    model.sequence_router.load_state_dict({k: v.float() for k, v in load_file(str(folder / ROUTER_WEIGHTS)).items()})
+    return model.eval()
 
 
 def load_baselines(zoo_dir: Optional[Union[str, os.PathLike]] = None) -> Dict[str, Any]:

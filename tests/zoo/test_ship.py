@@ -46,3 +46,25 @@ def test_a_shipped_entry_reloads_to_the_scored_model(tiny_llama, tmp_path):
     rescored = score(again, result.tokenizer, [task], "causal", 40, progress=False)[task[0]]
     assert "".join("1" if h else "0" for h in rescored["hits"]) == metrics["hits"]
     assert json.loads((folder / RECORD).read_text())["weights"].startswith("bf16")
+
+
+def test_a_trained_classifier_expert_attaches_to_a_fresh_base(tmp_path):
+    """The fingerprint pins the pretrained backbone, not the classification head: a fresh base's head is
+    random, the expert's trained head travels in its own tensors."""
+    from transformers import AutoModelForSequenceClassification
+
+    from talklora_hub.hub.artifacts import attach_expert, export_expert
+    from talklora_hub.hub.fingerprint import base_fingerprint
+
+    from ..train.helpers import save_tiny_bert
+
+    path = save_tiny_bert(tmp_path / "bert")
+    result = train(TrainConfig(base=str(path), tasks=[colors_task(40)], method="talklora", r=4, max_steps=2,
+                               batch_size=4, max_length=32, lr=5e-2, max_eval_examples=0, **QUIET))
+    fresh = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    assert base_fingerprint(fresh) == base_fingerprint(result.model)
+    folder = export_expert(result.model, tmp_path / "expert", "syn_colors", "me/bert", "abc")
+    again = attach_expert(folder, base=AutoModelForSequenceClassification.from_pretrained(path, num_labels=2))
+    ids = torch.tensor([[4, 7, 8, 9, 5]])
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, result.model.eval()(ids).logits)
