@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
-from .lz4 import LZ4Error, decompress_frame
+import lz4.frame
 
 HASH_SIZE = 32
 ENTRY_SIZE = 48
@@ -196,10 +196,10 @@ def decode_chunk(record: ChunkRecord, payload: bytes) -> bytes:
         if record.scheme == COMPRESSION_NONE:
             data = payload
         elif record.scheme == COMPRESSION_LZ4:
-            data = decompress_frame(payload, record.uncompressed_size)
+            data = lz4.frame.decompress(bytes(payload))
         else:
-            data = _bg4_regroup(decompress_frame(payload, record.uncompressed_size))
-    except LZ4Error as error:
+            data = _bg4_regroup(lz4.frame.decompress(bytes(payload)))
+    except RuntimeError as error:  # what the lz4 package raises for a corrupt frame
         raise XetFormatError(f"corrupt chunk at offset {record.offset}: {error}") from None
     if len(data) != record.uncompressed_size:
         raise XetFormatError(f"chunk at offset {record.offset} decodes to {len(data)} bytes, "

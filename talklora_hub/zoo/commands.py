@@ -32,6 +32,10 @@ def register(subparsers) -> None:
     recipes.add_argument("--zoo-dir", default=None)
     recipes.set_defaults(func=cmd_recipes)
 
+    report = actions.add_parser("report", help="write zoo/README.md: every shipped entry against the baselines")
+    report.add_argument("--zoo-dir", default=None)
+    report.set_defaults(func=cmd_report)
+
     listing = actions.add_parser("list", help="list every published model, expert and router (the zoo index)")
     listing.add_argument("--zoo-repo", default=None, help="index repo (default: YOUR_NAME/talklora-zoo)")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -70,6 +74,14 @@ def cmd_recipes(args) -> int:
             line += "  [" + ", ".join(f"{t} {m['accuracy']:.3f}" for t, m in metrics.items()) + "]"
         print(line)
         print(f"{'':32} {train_command_line(recipe)}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    path = write_report(Path(args.zoo_dir) if args.zoo_dir else None)
+    print(path.read_text())
     return 0
 
 

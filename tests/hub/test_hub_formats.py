@@ -6,28 +6,23 @@ import os
 
 import pytest
 
-from talklora_hub.hub.lz4 import LZ4Error, decompress_frame
-from talklora_hub.hub.xet import _bg4_regroup, hash_to_hex, hex_to_hash
+import lz4.frame
+
+from talklora_hub.hub.xet import (COMPRESSION_BG4_LZ4, COMPRESSION_LZ4, ChunkRecord, XetFormatError, _bg4_regroup,
+                                  decode_chunk, hash_to_hex, hex_to_hash)
 
 
-def _frame(block: bytes) -> bytes:
-    # magic, FLG (version 01, independent blocks), BD, header checksum (not checked), block, end mark
-    return bytes.fromhex("04224d18") + bytes([0x60, 0x40, 0x00]) + len(block).to_bytes(4, "little") + block + bytes(4)
-
-
-def test_lz4_literals_and_overlapping_match():
-    block = bytes([0x35]) + b"abc" + bytes([3, 0]) + bytes([0x20]) + b"xy"  # "abc", copy 9 from 3 back, "xy"
-    assert decompress_frame(_frame(block)) == b"abcabcabcabcxy"
-
-
-def test_lz4_uncompressed_block_and_errors():
-    raw = os.urandom(100)
-    frame = bytes.fromhex("04224d18") + bytes([0x60, 0x40, 0x00]) + (len(raw) | 1 << 31).to_bytes(4, "little") + raw + bytes(4)
-    assert decompress_frame(frame) == raw
-    with pytest.raises(LZ4Error):
-        decompress_frame(b"not lz4 at all")
-    with pytest.raises(LZ4Error):  # match offset pointing before the start of the output
-        decompress_frame(_frame(bytes([0x10]) + b"a" + bytes([9, 0])))
+def test_lz4_chunks_decode_and_corrupt_ones_are_refused():
+    raw = os.urandom(64) * 20  # repetitive, so LZ4 really compresses it
+    frame = lz4.frame.compress(raw)
+    assert len(frame) < len(raw)
+    assert decode_chunk(ChunkRecord(0, len(frame), COMPRESSION_LZ4, len(raw)), frame) == raw
+    grouped = b"".join(raw[lane::4] for lane in range(4))
+    assert decode_chunk(ChunkRecord(0, 0, COMPRESSION_BG4_LZ4, len(raw)), lz4.frame.compress(grouped)) == raw
+    with pytest.raises(XetFormatError, match="corrupt chunk"):
+        decode_chunk(ChunkRecord(0, 14, COMPRESSION_LZ4, 14), b"not lz4 at all")
+    with pytest.raises(XetFormatError, match="decodes to"):  # a frame whose size disagrees with its header
+        decode_chunk(ChunkRecord(0, len(frame), COMPRESSION_LZ4, len(raw) + 1), frame)
 
 
 def test_xet_hash_string_form():
