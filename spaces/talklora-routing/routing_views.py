@@ -510,6 +510,15 @@ class _QueueStreamer:
         pass
 
 
+def _cache_of(out: Any) -> Dict[str, Any]:
+    """generate()'s KV cache as the keyword this transformers version uses: `cache` in newer 5.x,
+    `past_key_values` before (reading or passing the old name in newer versions warns)."""
+    for name in ("cache", "past_key_values"):
+        if name in getattr(type(out), "__dataclass_fields__", {}):
+            return {name: getattr(out, name)}
+    return {}
+
+
 def _stack_steps(steps: List[list]) -> Optional[Tuple[torch.Tensor, List[str]]]:
     """A snapshot of RoutingTrace.steps -> ((modules, tokens, E), names) for batch row 0."""
     steps = [s for s in steps if s]
@@ -562,8 +571,8 @@ def generate_routing(loaded: LoadedModel, prompt: str, max_new_tokens: int = 24)
                                          stopping_criteria=StoppingCriteriaList([_Cancel()]))
                     sequences = out.sequences
                     if loaded.token_routed and sequences.shape[1] > input_ids.shape[1] and not cancel.is_set():
-                        model(input_ids=sequences[:, -1:], past_key_values=out.past_key_values,
-                              attention_mask=torch.ones_like(sequences), use_cache=True)
+                        model(input_ids=sequences[:, -1:], attention_mask=torch.ones_like(sequences),
+                              use_cache=True, **_cache_of(out))
             events.put(("done", None))
         except BaseException as error:  # handed to the rendering thread, which raises it
             events.put(("error", error))

@@ -12,6 +12,9 @@ Part of the bundle that travels inside every saved model.
 from __future__ import annotations
 
 import contextlib
+import copy
+import inspect
+import json
 import os
 import shutil
 import tempfile
@@ -24,30 +27,71 @@ import torch
 import torch.nn as nn
 from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, GenerationMixin,
                           PreTrainedModel)
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
 from .adapter_base import AdaptedLinear, SharedAdapterState, adapter_layers
-from .adapter_settings import AdapterSettings
+from .adapter_settings import AdapterSettings, config_error
 from .configuration_talklora import TalkLoRAConfig
 from .injection import inject_adapters, mark_trainable, merge_adapters
 from .routing import RoutingTrace
-from .sequence_router import SequenceRouter
+from .sequence_router import SEQUENCE_ROUTER_CE_WEIGHT, SequenceRouter
 
 BUNDLE_DIR = Path(__file__).resolve().parent
+
+# The KV cache's keyword and output field: `cache` in newer transformers 5.x, `past_key_values` before
+# (newer versions still accept the old name, with a deprecation warning). The forwards below take it
+# through **kwargs and pass it on under the name the caller used, so any 5.x version gets its own name.
+CACHE_FIELD = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
+CACHE_NAMES = ("cache", "past_key_values")
+
+
+ROUTING_OUTPUTS_DOC = """
+    Routing fields (token-routed methods, MoELoRA and TalkLoRA, when output_router_logits=True):
+    router_logits: one (batch * seq, E) tensor per routed module, in execution order: Mixtral's layout
+        (rows in (batch, seq) row-major order), the router's pre-softmax logits, with their autograd
+        graph. transformers' `load_balancing_loss_func(out.router_logits, E, k, attention_mask)` (from
+        transformers.models.mixtral.modeling_mixtral) reads them; it is 1.0 for a uniform router.
+        Its definition differs from aux_loss's in two ways: it pools the tokens of all modules before
+        taking E * sum_i f_i P_i, and it counts each of a token's k selections fully; aux_loss is the MEAN
+        over modules of each module's own loss, with selection shares divided by k (dense routing counts
+        as top-1). So the two are equal for one routed module with k = 1 (dense routing: pass top_k=1),
+        the Mixtral value is k times aux_loss for one module with top-k, and with several modules both
+        are near 1 when routing is balanced but not equal.
+    routing_weights: one (batch, seq, E) tensor per routed module (detached; they sum to 1 per token in
+        eval mode, zero off the chosen experts with top-k).
+    router_module_names: the dotted names of those modules, in the same order.
+    aux_loss: the mean load-balancing loss over routed modules (computed when output_router_logits=True,
+        or in training with router_aux_loss_coef > 0), see routing.load_balancing_loss.
+    TT-LoRA MoE (per-sequence routing):
+    sequence_router_logits: (batch, E) the router's logits on the prompt pass (None while decoding with
+        a non-empty cache: the experts chosen on the prompt are held).
+    sequence_router_loss: cross-entropy of sequence_router_logits against sequence_labels (when given).
+"""
+
+
+SEQUENCE_ARGS_DOC = """
+        TT-LoRA MoE arguments (per-sequence routing; an error for other methods):
+        sequence_experts: (batch,) long, the expert that serves each sequence (teacher forcing, or scoring
+            "each expert alone"); the router still runs and returns sequence_router_logits.
+        router_attention_mask: (batch, seq), the positions the router reads (default: attention_mask), e.g.
+            the prompt only, so the router never sees the answer tokens of a training example. The base
+            pass it reads is causal, so the prompt positions' states are those of a prompt-only pass.
+        sequence_labels: (batch,) long, the expert each sequence should be routed to (e.g. its task id):
+            sequence_router_loss = CE(sequence_router_logits, sequence_labels) is returned and added to
+            loss with weight sequence_router_ce_weight (default 21, the paper's).
+        With a non-empty KV cache (generation after the prompt) the experts chosen on the prompt are held.
+"""
 
 
 @dataclass
 class TalkLoRAModelOutput(ModelOutput):
-    """The base model's outputs plus routing.
-
-    router_logits / routing_weights: one (batch, seq, E) tensor per routed module, in execution
-    order, named by router_module_names (when output_router_logits=True); aux_loss: the mean
-    load-balancing loss over routed modules; sequence_router_logits: (batch, E) for a TT-LoRA MoE.
-    """
-
     last_hidden_state: Optional[torch.Tensor] = None
     pooler_output: Optional[torch.Tensor] = None
-    past_key_values: Optional[Any] = None
+    if CACHE_FIELD == "cache":
+        cache: Optional[Any] = None
+    else:
+        past_key_values: Optional[Any] = None
     hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
     attentions: Optional[Tuple[torch.Tensor, ...]] = None
     aux_loss: Optional[torch.Tensor] = None
@@ -55,15 +99,21 @@ class TalkLoRAModelOutput(ModelOutput):
     routing_weights: Optional[Tuple[torch.Tensor, ...]] = None
     router_module_names: Optional[Tuple[str, ...]] = None
     sequence_router_logits: Optional[torch.Tensor] = None
+    sequence_router_loss: Optional[torch.Tensor] = None
+
+
+TalkLoRAModelOutput.__doc__ = ("The base model's outputs (last_hidden_state, cache, ...) plus routing.\n"
+                               + ROUTING_OUTPUTS_DOC)
 
 
 @dataclass
 class TalkLoRAHeadOutput(ModelOutput):
-    """A head's outputs (causal LM or classification): loss includes router_aux_loss_coef * aux_loss."""
-
     loss: Optional[torch.Tensor] = None
     logits: Optional[torch.Tensor] = None
-    past_key_values: Optional[Any] = None
+    if CACHE_FIELD == "cache":
+        cache: Optional[Any] = None
+    else:
+        past_key_values: Optional[Any] = None
     hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
     attentions: Optional[Tuple[torch.Tensor, ...]] = None
     aux_loss: Optional[torch.Tensor] = None
@@ -71,6 +121,13 @@ class TalkLoRAHeadOutput(ModelOutput):
     routing_weights: Optional[Tuple[torch.Tensor, ...]] = None
     router_module_names: Optional[Tuple[str, ...]] = None
     sequence_router_logits: Optional[torch.Tensor] = None
+    sequence_router_loss: Optional[torch.Tensor] = None
+
+
+TalkLoRAHeadOutput.__doc__ = (
+    "A head's outputs (causal LM or classification) plus routing. loss: the head's loss (given labels) "
+    "+ router_aux_loss_coef * aux_loss (given labels) + sequence_router_ce_weight * sequence_router_loss "
+    "(given sequence_labels).\n" + ROUTING_OUTPUTS_DOC)
 
 
 class TalkLoRAPreTrainedModel(PreTrainedModel):
@@ -95,7 +152,7 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
         self.base = self._hold(inner)
         inject_adapters(self.base, settings, self.adapter_shared, config.base_config.model_type, name_prefix="base")
         text = config.get_text_config()
-        self.sequence_router = (SequenceRouter(text.hidden_size, settings.num_experts)
+        self.sequence_router = (SequenceRouter(text.hidden_size, settings.num_experts, settings.router_noise)
                                 if settings.is_sequence_routed else None)
         mark_trainable(self, ["base." + p for p in self._extra_trainable(inner, settings)] +
                        (["sequence_router"] if self.sequence_router is not None else []))
@@ -213,35 +270,105 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
         finally:
             self.adapter_shared.sequence_experts = kept
 
-    def _choose_sequence_experts(self, kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
+    @staticmethod
+    def _decoding_with_cache(kwargs: Dict[str, Any]) -> bool:
+        """Whether this forward continues a non-empty KV cache (given as `cache` or `past_key_values`)."""
+        for name in CACHE_NAMES:
+            cache = kwargs.get(name)
+            if cache is None:
+                continue
+            if hasattr(cache, "get_seq_length"):
+                if cache.get_seq_length() > 0:
+                    return True
+            elif isinstance(cache, (tuple, list)) and len(cache) > 0:  # a legacy tuple cache
+                return True
+        return False
+
+    def _choose_sequence_experts(self, kwargs: Dict[str, Any], sequence_experts: Optional[torch.Tensor] = None,
+                                 router_attention_mask: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
         """TT-LoRA MoE: a first pass of the bare base model (adapters off) feeds the router, whose top-1
-        expert then serves the whole sequence. In generation the choice is made on the prompt and
-        held for every new token."""
-        past = kwargs.get("past_key_values")
-        if past is not None and hasattr(past, "get_seq_length") and past.get_seq_length() > 0:
-            return None  # keep the experts chosen on the prompt
-        backbone = self.inner_model.base_model if hasattr(self.inner_model, "base_model") else self.inner_model
+        expert then serves the whole sequence (or sequence_experts, when given, serves it: the router's
+        logits are still computed and returned, so its cross-entropy can train). The router reads the
+        positions router_attention_mask marks (default: attention_mask). In generation the choice is
+        made on the prompt and held for every new token: with a non-empty cache nothing is re-routed.
+        Returns the router's logits (batch, E), or None when the held choice serves."""
         shared = self.adapter_shared
-        backbone_args = {k: kwargs[k] for k in ("input_ids", "inputs_embeds", "attention_mask") if k in kwargs}
+        reference = kwargs.get("input_ids", kwargs.get("inputs_embeds"))
+        batch = None if reference is None else reference.shape[0]
+        forced = None if sequence_experts is None else self._checked_experts(sequence_experts, batch)
+        if self._decoding_with_cache(kwargs):
+            if forced is not None:
+                shared.sequence_experts = forced
+            held = shared.sequence_experts
+            if held is None or (batch is not None and held.shape[0] != batch):
+                raise RuntimeError(
+                    "A TT-LoRA MoE continuing from a non-empty KV cache serves each sequence with the expert chosen "
+                    f"on its prompt, but {'none is' if held is None else f'{held.shape[0]} are'} held for this "
+                    f"batch of {batch}. Fix: run the prompt through the model first (generate() does), or pass "
+                    "sequence_experts=(batch,) expert indices.")
+            return None
+        mask = router_attention_mask if router_attention_mask is not None else kwargs.get("attention_mask")
+        if mask is not None and mask.dim() != 2:
+            mask = None  # a prepared 4D mask: the router reads the last position
+        backbone = self.inner_model.base_model if hasattr(self.inner_model, "base_model") else self.inner_model
+        backbone_args = {k: kwargs[k] for k in ("input_ids", "inputs_embeds") if k in kwargs}
+        if mask is not None:
+            backbone_args["attention_mask"] = mask
+        positions = kwargs.get("position_ids")
+        if positions is None and mask is not None and not bool(mask.bool().all()):
+            # Padding (left padding, in generation) must not shift the positions the router's pass sees.
+            positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
+        if positions is not None and "position_ids" in inspect.signature(backbone.forward).parameters:
+            backbone_args["position_ids"] = positions
         shared.adapters_enabled = False
         try:
             with torch.no_grad():
                 hidden = backbone(**backbone_args, use_cache=False).last_hidden_state
         finally:
             shared.adapters_enabled = True
-        logits = self.sequence_router(hidden, kwargs.get("attention_mask"))
-        shared.sequence_experts = logits.argmax(dim=-1)
+        logits = self.sequence_router(hidden, mask)
+        shared.sequence_experts = forced if forced is not None else logits.detach().argmax(dim=-1)
         return logits
 
-    def _run_with_routing(self, call_inner, output_router_logits: Optional[bool], labels_given: bool, **kwargs):
+    def _checked_experts(self, experts: torch.Tensor, batch: Optional[int]) -> torch.Tensor:
+        """sequence_experts as a (batch,) long tensor of valid expert indices, or a config_error."""
+        num_experts = self.adapter_settings.num_experts
+        experts = torch.as_tensor(experts)
+        if experts.dim() == 0:
+            experts = experts.expand(batch or 1)
+        if experts.dim() != 1 or (batch is not None and experts.shape[0] != batch):
+            raise config_error("sequence_experts", f"must be a (batch,) tensor of expert indices (batch={batch})",
+                               tuple(experts.shape), "pass one expert index per sequence, e.g. torch.tensor([0, 2]).")
+        if experts.is_floating_point() or experts.numel() and not (0 <= int(experts.min()) and
+                                                                    int(experts.max()) < num_experts):
+            raise config_error("sequence_experts", f"must hold integer expert indices in [0, {num_experts})",
+                               experts.tolist(), f"use indices 0..{num_experts - 1}.")
+        return experts.to(self.sequence_router.gate.weight.device).long()
+
+    def _run_with_routing(self, call_inner, output_router_logits: Optional[bool], labels_given: bool,
+                          sequence_experts: Optional[torch.Tensor] = None,
+                          router_attention_mask: Optional[torch.Tensor] = None,
+                          sequence_labels: Optional[torch.Tensor] = None,
+                          sequence_router_ce_weight: Optional[float] = None, **kwargs):
         settings = self.adapter_settings
         shared = self.adapter_shared
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        sequence_logits = self._choose_sequence_experts(kwargs) if self.sequence_router is not None else None
+        if self.sequence_router is None:
+            given = [name for name, value in (("sequence_experts", sequence_experts),
+                                              ("router_attention_mask", router_attention_mask),
+                                              ("sequence_labels", sequence_labels)) if value is not None]
+            if given:
+                raise config_error(given[0], "only applies to a TT-LoRA MoE (method='ttlora', num_experts > 1)",
+                                   f"method={settings.method!r}, num_experts={settings.num_experts}",
+                                   f"drop {given[0]} for this model.")
+            sequence_logits = None
+        else:
+            sequence_logits = self._choose_sequence_experts(kwargs, sequence_experts, router_attention_mask)
         keep = bool(output_router_logits) and settings.is_routed
         need_aux = settings.is_routed and (keep or (self.training and settings.router_aux_loss_coef > 0))
         token_mask = self._current_token_mask(kwargs)
-        shared.recorder.begin(keep, need_aux, token_mask)
+        shared.recorder.begin(keep, need_aux, token_mask,
+                              shared.sequence_experts if self.sequence_router is not None else None)
         try:
             inner_out = call_inner(**kwargs)
         finally:
@@ -249,11 +376,20 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
         fields = {k: v for k, v in inner_out.items() if k in self.output_class.__dataclass_fields__}
         if labels_given and aux is not None and settings.router_aux_loss_coef > 0 and fields.get("loss") is not None:
             fields["loss"] = fields["loss"] + settings.router_aux_loss_coef * aux.to(fields["loss"].dtype)
+        sequence_loss = None
+        if sequence_labels is not None and sequence_logits is not None:
+            targets = torch.as_tensor(sequence_labels).to(sequence_logits.device).long().reshape(-1)
+            sequence_loss = nn.functional.cross_entropy(sequence_logits.float(), targets)
+            weight = SEQUENCE_ROUTER_CE_WEIGHT if sequence_router_ce_weight is None else float(sequence_router_ce_weight)
+            if "loss" in self.output_class.__dataclass_fields__:
+                task, term = fields.get("loss"), weight * sequence_loss
+                fields["loss"] = term if task is None else task + term.to(task.dtype)
         if keep:
             fields.update(router_logits=tuple(r.logits for r in records),
                           routing_weights=tuple(r.weights for r in records),
                           router_module_names=tuple(r.name for r in records))
-        return self.output_class(**fields, aux_loss=aux, sequence_router_logits=sequence_logits)
+        return self.output_class(**fields, aux_loss=aux, sequence_router_logits=sequence_logits,
+                                 sequence_router_loss=sequence_loss)
 
     @staticmethod
     def _current_token_mask(kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
@@ -263,6 +399,75 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
         if mask is None or ids is None or mask.dim() != 2:
             return None
         return mask[:, -ids.shape[1]:].bool().reshape(-1)
+
+    # ---- loading ----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' from_pretrained; when the saved weights and config.json disagree (e.g. `r` or
+        `num_experts` edited by hand), the error names the adapter setting, the tensor and the fix."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except RuntimeError as error:
+            if "mismatch" not in str(error):
+                raise
+            try:
+                explained = cls._explain_weight_mismatch(pretrained_model_name_or_path, kwargs)
+            except Exception:  # the diagnosis is best effort: never hide the original error
+                explained = None
+            if explained is None:
+                raise
+            raise explained from error
+
+    @classmethod
+    def _explain_weight_mismatch(cls, path, kwargs: Dict[str, Any]) -> Optional[ValueError]:
+        """A config_error naming the adapter setting whose value in config.json disagrees with the shapes
+        of the saved tensors (found by rebuilding the model on the meta device with candidate values)."""
+        hub = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "subfolder",
+                                      "force_download", "proxies") if kwargs.get(k) is not None}
+        config = kwargs.get("config")
+        if not isinstance(config, TalkLoRAConfig):
+            config = TalkLoRAConfig.from_pretrained(path, **hub)
+        saved = _saved_tensor_shapes(path, hub)
+        expected = _expected_shapes(cls, config)
+        mismatched = [(n, expected[n], saved[n][0], saved[n][1]) for n in expected  # in module order
+                      if n in saved and saved[n][0] != expected[n]]
+        if not mismatched:
+            return None
+        settings = config.adapter_settings
+        name, built, found, filename = mismatched[0]
+        # Candidate values: the saved sizes (and, for r, E times them: an expert owns r / E), those of the
+        # axes that differ first, so that the first rebuild on the meta device usually explains it.
+        differing = [f for _, b, shape, _ in mismatched for f, e in zip(shape, b) if f != e]
+        dims = differing + [d for _, _, shape, _ in mismatched for d in shape]
+        candidates = list(dict.fromkeys(dims + [d * settings.num_experts for d in dims]))
+        for key in ("r", "num_experts", "tt_rank"):
+            current = getattr(settings, key)
+            for value in candidates:
+                if value == current:
+                    continue
+                try:
+                    trial = AdapterSettings.from_dict({**settings.to_dict(), key: value})
+                except ValueError:
+                    continue
+                trial_config = copy.deepcopy(config)
+                trial_config.adapter = trial.to_dict()
+                try:
+                    shapes = _expected_shapes(cls, trial_config)
+                except Exception:
+                    continue
+                if all(shapes.get(n, shape) == shape for n, (shape, _) in saved.items()):
+                    return config_error(
+                        f"adapter.{key}", f"in config.json must match the saved weights: {name} has shape "
+                        f"{found} in {filename}, which {key}={value} gives, but {key}={current} builds {built}",
+                        current, f"restore \"{key}\": {value} in the \"adapter\" section of config.json (the value "
+                        f"the weights were trained with), or train a new adapter with {key}={current}.")
+        listed = "; ".join(f"{n} has shape {f} in {file} but the config builds {b}"
+                           for n, b, f, file in mismatched[:3])
+        shown = {k: getattr(settings, k) for k in ("method", "r", "num_experts", "tt_rank", "tt_factors")}
+        return config_error(
+            "adapter", f"settings in config.json must match the saved weights ({len(mismatched)} tensors disagree: "
+            f"{listed})", shown, "restore the adapter settings (and base_config) the weights were saved with, "
+            "e.g. from the training record, or retrain with the new settings.")
 
     # ---- saving ---------------------------------------------------------------------------
     def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, push_to_hub: bool = False, **kwargs):
@@ -277,6 +482,38 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
             for source in BUNDLE_DIR.glob("*.py"):
                 if source.name != "__init__.py":
                     shutil.copyfile(source, staging / source.name)
+
+
+def _saved_tensor_shapes(path, hub: Dict[str, Any]) -> Dict[str, Tuple[Tuple[int, ...], str]]:
+    """{tensor name: (shape, file name)} read from the safetensors headers of a saved model (a folder or
+    a Hub repo, whose files a failed load has already cached)."""
+    from safetensors import safe_open
+
+    folder = Path(path) / hub.get("subfolder", "")
+    if folder.is_dir():
+        files = sorted(folder.glob("*.safetensors"))
+    else:
+        from transformers.utils import cached_file
+
+        index = cached_file(path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False, **hub)
+        if index:
+            names = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
+            files = [Path(cached_file(path, name, **hub)) for name in names]
+        else:
+            files = [Path(cached_file(path, "model.safetensors", **hub))]
+    shapes: Dict[str, Tuple[Tuple[int, ...], str]] = {}
+    for file in files:
+        with safe_open(str(file), "pt") as handle:
+            for key in handle.keys():
+                shapes[key] = (tuple(handle.get_slice(key).get_shape()), file.name)
+    return shapes
+
+
+def _expected_shapes(cls, config: TalkLoRAConfig) -> Dict[str, Tuple[int, ...]]:
+    """The tensor shapes a model of this class builds from config (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = cls(copy.deepcopy(config))
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
 @contextlib.contextmanager
@@ -335,12 +572,15 @@ class TalkLoRAModel(TalkLoRAPreTrainedModel):
     def inner_model(self) -> nn.Module:
         return self.base.backbone
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, use_cache=None, output_router_logits=None, **kwargs) -> TalkLoRAModelOutput:
-        return self._run_with_routing(self.inner_model, output_router_logits, False, input_ids=input_ids,
-                                      attention_mask=attention_mask, position_ids=position_ids,
-                                      past_key_values=past_key_values, inputs_embeds=inputs_embeds,
-                                      use_cache=use_cache, **kwargs)
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, *, inputs_embeds=None, use_cache=None,
+                output_router_logits=None, sequence_experts=None, router_attention_mask=None, sequence_labels=None,
+                sequence_router_ce_weight=None, **kwargs) -> TalkLoRAModelOutput:
+        """The base model's forward (the KV cache and every other keyword pass through as given) plus
+        routing; see TalkLoRAForCausalLM.forward for the TT-LoRA MoE arguments."""
+        return self._run_with_routing(self.inner_model, output_router_logits, False, sequence_experts,
+                                      router_attention_mask, sequence_labels, sequence_router_ce_weight,
+                                      input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                      inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
 
 
 class TalkLoRAForCausalLM(TalkLoRAPreTrainedModel, GenerationMixin):
@@ -352,13 +592,16 @@ class TalkLoRAForCausalLM(TalkLoRAPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self.base.get_output_embeddings()
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, labels=None, use_cache=None, output_router_logits=None,
-                **kwargs) -> TalkLoRAHeadOutput:
-        return self._run_with_routing(self.base, output_router_logits, labels is not None, input_ids=input_ids,
-                                      attention_mask=attention_mask, position_ids=position_ids,
-                                      past_key_values=past_key_values, inputs_embeds=inputs_embeds,
-                                      labels=labels, use_cache=use_cache, **kwargs)
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, *, inputs_embeds=None, labels=None,
+                use_cache=None, output_router_logits=None, sequence_experts=None, router_attention_mask=None,
+                sequence_labels=None, sequence_router_ce_weight=None, **kwargs) -> TalkLoRAHeadOutput:
+        return self._run_with_routing(self.base, output_router_logits, labels is not None, sequence_experts,
+                                      router_attention_mask, sequence_labels, sequence_router_ce_weight,
+                                      input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                      inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, **kwargs)
+
+    forward.__doc__ = ("The base causal LM's forward (the KV cache, logits_to_keep and every other keyword pass "
+                       "through as given) plus routing.\n" + SEQUENCE_ARGS_DOC)
 
 
 class TalkLoRAForSequenceClassification(TalkLoRAPreTrainedModel):
@@ -372,11 +615,15 @@ class TalkLoRAForSequenceClassification(TalkLoRAPreTrainedModel):
         head = [name for name, _ in inner.named_children() if name != inner.base_model_prefix]
         return head + super()._extra_trainable(inner, settings)
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
-                output_router_logits=None, **kwargs) -> TalkLoRAHeadOutput:
-        return self._run_with_routing(self.base, output_router_logits, labels is not None, input_ids=input_ids,
-                                      attention_mask=attention_mask, position_ids=position_ids,
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, *, inputs_embeds=None, labels=None,
+                output_router_logits=None, sequence_experts=None, router_attention_mask=None, sequence_labels=None,
+                sequence_router_ce_weight=None, **kwargs) -> TalkLoRAHeadOutput:
+        return self._run_with_routing(self.base, output_router_logits, labels is not None, sequence_experts,
+                                      router_attention_mask, sequence_labels, sequence_router_ce_weight,
+                                      input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                       inputs_embeds=inputs_embeds, labels=labels, **kwargs)
+
+    forward.__doc__ = "The base classifier's forward plus routing.\n" + SEQUENCE_ARGS_DOC
 
 
 __all__ = ["TalkLoRAModel", "TalkLoRAForCausalLM", "TalkLoRAForSequenceClassification", "TalkLoRAPreTrainedModel"]

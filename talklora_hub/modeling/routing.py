@@ -127,7 +127,9 @@ class RoutingRecord:
     """One routed module's decisions in one forward pass.
 
     name: dotted module name; layer: transformer block index (-1 if none);
-    logits / weights: (batch, seq, E) (weights sum to 1 per token in eval mode).
+    logits: (batch * seq, E) router logits, rows in (batch, seq) row-major order (Mixtral's layout); in
+    the forward's own record they keep their autograd graph, in a RoutingTrace they are detached;
+    weights: (batch, seq, E), detached (they sum to 1 per token in eval mode).
     """
 
     name: str
@@ -143,6 +145,8 @@ class RoutingRecorder:
     a forward (e.g. when gradient checkpointing recomputes a layer in backward) nothing is recorded,
     so nothing is counted twice; the aux-loss arithmetic still runs there (and is discarded) because
     checkpointing requires the recomputation to save exactly the tensors the forward saved.
+    sequence_experts: (batch,) the expert serving each sequence in this forward (a TT-LoRA MoE), handed
+    to the traces with the step's records.
     """
 
     def __init__(self):
@@ -150,19 +154,23 @@ class RoutingRecorder:
         self.keep_weights = False
         self.need_aux = False
         self.token_mask: Optional[torch.Tensor] = None
+        self.sequence_experts: Optional[torch.Tensor] = None
         self.records: List[RoutingRecord] = []
         self.aux_terms: List[torch.Tensor] = []
         self.traces: list = []
 
-    def begin(self, keep_weights: bool, need_aux: bool, token_mask: Optional[torch.Tensor]) -> None:
+    def begin(self, keep_weights: bool, need_aux: bool, token_mask: Optional[torch.Tensor],
+              sequence_experts: Optional[torch.Tensor] = None) -> None:
         self.active = True
         self.keep_weights = keep_weights or bool(self.traces)
         self.need_aux = need_aux
         self.token_mask = token_mask
+        self.sequence_experts = sequence_experts
         self.records, self.aux_terms = [], []
 
     def report(self, name: str, layer: int, lead_shape: torch.Size, logits: torch.Tensor, probs: torch.Tensor,
                weights: torch.Tensor, top_idx: Optional[torch.Tensor]) -> None:
+        """logits, probs, weights: (N, E) with N = prod(lead_shape) tokens; top_idx: (N, k) or None."""
         if self.need_aux:
             mask = self.token_mask if self.token_mask is not None and self.token_mask.numel() == probs.shape[0] else None
             term = load_balancing_loss(probs, top_idx, mask)
@@ -170,17 +178,20 @@ class RoutingRecorder:
                 self.aux_terms.append(term)
         if self.active and self.keep_weights:
             num_experts = logits.shape[-1]
-            self.records.append(RoutingRecord(name, layer, logits.detach().reshape(*lead_shape, num_experts),
+            self.records.append(RoutingRecord(name, layer, logits.reshape(-1, num_experts),
                                               weights.detach().reshape(*lead_shape, num_experts)))
 
     def end(self) -> Tuple[List[RoutingRecord], Optional[torch.Tensor]]:
         records, aux = self.records, None
         if self.aux_terms:
             aux = torch.stack(self.aux_terms).mean()
-        for trace in self.traces:
-            trace.add_step(records)
+        if self.traces:
+            detached = [RoutingRecord(r.name, r.layer, r.logits.detach(), r.weights) for r in records]
+            experts = None if self.sequence_experts is None else self.sequence_experts.detach().clone()
+            for trace in self.traces:
+                trace.add_step(detached, experts)
         # need_aux and token_mask stay: a checkpointed recomputation must repeat the same arithmetic.
-        self.active, self.records, self.aux_terms = False, [], []
+        self.active, self.records, self.aux_terms, self.sequence_experts = False, [], [], None
         return records, aux
 
 
@@ -188,14 +199,18 @@ class RoutingTrace:
     """Routing of every forward pass inside a `with model.trace_routing() as trace:` block, e.g. the
     prompt pass and each new token of generate() with a KV cache.
 
-    steps: one list of RoutingRecord per forward pass, in order.
+    steps: one list of RoutingRecord per forward pass, in order (empty lists for a model without token
+    routing); experts: per forward pass, the (batch,) expert that served each sequence (a TT-LoRA MoE),
+    else None.
     """
 
     def __init__(self):
         self.steps: List[List[RoutingRecord]] = []
+        self.experts: List[Optional[torch.Tensor]] = []
 
-    def add_step(self, records: List[RoutingRecord]) -> None:
+    def add_step(self, records: List[RoutingRecord], sequence_experts: Optional[torch.Tensor] = None) -> None:
         self.steps.append(records)
+        self.experts.append(sequence_experts)
 
     @property
     def module_names(self) -> List[str]:
@@ -212,3 +227,11 @@ class RoutingTrace:
             raise ValueError("the trace is empty: run a forward pass or generate() inside the `with` block.")
         per_module = zip(*[[r.weights for r in step] for step in self.steps])
         return torch.stack([torch.cat(chunks, dim=1) for chunks in per_module])
+
+    def sequence_experts(self) -> torch.Tensor:
+        """(num_steps, batch) long: the expert that served each sequence in each forward pass of a TT-LoRA
+        MoE (row 0 the prompt pass; with a KV cache every later row repeats it)."""
+        if not self.experts or any(e is None for e in self.experts):
+            raise ValueError("the trace holds no per-sequence experts: trace a TT-LoRA MoE (method='ttlora', "
+                             "num_experts > 1) and run a forward pass or generate() inside the `with` block.")
+        return torch.stack(self.experts)

@@ -19,7 +19,7 @@ import importlib
 
 _EXPORTS = {
     "TrainConfig": "config", "train": "trainer", "TrainResult": "trainer",
-    "compose_ttlora_moe": "compose", "freeze_experts": "compose", "SequenceRouting": "compose",
+    "compose_ttlora_moe": "compose", "freeze_experts": "compose", "sequence_routing_args": "compose",
     "router_accuracy": "evaluate", "RoutingHealth": "routing_health",
     "ttlora_moe_recipe": "recipes", "compare_ttlora_moe": "recipes",
 }

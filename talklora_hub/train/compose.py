@@ -2,24 +2,24 @@
 
 compose_ttlora_moe stacks E single-expert TT-LoRA models (stage 1, one per task) into one model
 with E experts per adapted layer and a fresh sequence router; freeze_experts leaves only the router
-trainable. SequenceRouting controls what the router sees and which expert serves each sequence:
+trainable. What the router reads and which expert serves each sequence are forward arguments of the
+models themselves (so transformers' Trainer, generate() and any loop can use them):
 
-- prompt_mask: the router reads the frozen base's state at the last *prompt* token. In training and
-  in verbalizer scoring the input also holds the answer; without this the router would read the
-  answer's last token (a leak, and not what it sees in generation, which routes on the prompt).
+- router_attention_mask: the router reads the frozen base's state at the last *prompt* token. In
+  training and in verbalizer scoring the input also holds the answer; without this the router would
+  read the answer's last token (a leak, and not what it sees in generation, which routes on the prompt).
   The bare base pass is causal, so masking the answer positions leaves the prompt positions' states
   exactly as they are in a prompt-only pass.
-- experts: force the expert per sequence (teacher forcing, or "each expert alone" evaluation); the
-  router logits are still computed (and returned) so its cross-entropy can be trained.
+- sequence_experts: force the expert per sequence (teacher forcing, or "each expert alone" evaluation);
+  the router logits are still computed (and returned) so its cross-entropy can be trained.
+- sequence_labels (+ sequence_router_ce_weight): the model adds the router's cross-entropy to its loss.
 
-It wraps the model's `_choose_sequence_experts` on the instance for the duration of a `with` block
-(the model has no forward argument for either yet; see the report for the proposed one).
+sequence_routing_args builds those keyword arguments for a batch ({} for any other model).
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
@@ -35,7 +35,7 @@ _SHARED_SETTINGS = ("target_modules", "tt_rank", "tt_alpha", "tt_factors", "modu
 
 def compose_ttlora_moe(expert_models: Sequence[TalkLoRAPreTrainedModel],
                        base: Union[None, str, torch.nn.Module] = None,
-                       check_base_weights: bool = True) -> TalkLoRAForCausalLM:
+                       check_base_weights: bool = True, router_noise: Optional[str] = None) -> TalkLoRAForCausalLM:
     """One TT-LoRA MoE model from E trained single-expert TT-LoRA models.
 
     Every expert must be method "ttlora" with one expert, the same settings (rank, alpha, targets,
@@ -43,8 +43,9 @@ def compose_ttlora_moe(expert_models: Sequence[TalkLoRAPreTrainedModel],
     Expert e's cores become slice e of the stacked cores (E, r_prev, s, r_next); the sequence router
     is fresh. base: the base model (object or path) to build on; None rebuilds it from the first
     expert's own base weights. Returns a TalkLoRAForCausalLM whose experts are trainable as built:
-    call freeze_experts for stage 2. The caller's RNG state is left as it was (the router's init is
-    drawn from it, then the state is restored).
+    call freeze_experts for stage 2. router_noise: the router's noise variant ("masked-train" or
+    "official", see sequence_router; None: expert 0's setting, by default "masked-train"). The caller's
+    RNG state is left as it was (the router's init is drawn from it, then the state is restored).
     """
     experts = list(expert_models)
     if len(experts) < 2:
@@ -79,18 +80,24 @@ def compose_ttlora_moe(expert_models: Sequence[TalkLoRAPreTrainedModel],
                                model.config.base_model_name_or_path, "train every expert on one base model.")
 
     with torch.random.fork_rng(devices=[]):  # composing must not move the caller's RNG stream
-        return _compose(experts, first, cls, reference, base, check_base_weights)
+        return _compose(experts, first, cls, reference, base, check_base_weights, router_noise)
 
 
-def _compose(experts, first, cls, reference, base, check_base_weights):
+def _moe_settings(reference: AdapterSettings, num_experts: int, router_noise: Optional[str]) -> AdapterSettings:
+    values = {**reference.to_dict(), "num_experts": num_experts}
+    if router_noise is not None:
+        values["router_noise"] = router_noise
+    return AdapterSettings.from_dict(values)
+
+
+def _compose(experts, first, cls, reference, base, check_base_weights, router_noise):
     base_model = base
     if base_model is None:
         base_model = cls.base_auto_class.from_config(first.config.base_config, dtype=first.dtype)
         base_model.load_state_dict(base_state_dict(first), strict=False)
     elif isinstance(base_model, (str, bytes)) or hasattr(base_model, "__fspath__"):
         base_model = cls.base_auto_class.from_pretrained(base_model, dtype=first.dtype)
-    settings = AdapterSettings.from_dict({**reference.to_dict(), "num_experts": len(experts)})
-    moe = cls.from_base(base_model, settings)
+    moe = cls.from_base(base_model, _moe_settings(reference, len(experts), router_noise))
     moe.config.base_model_name_or_path = first.config.base_model_name_or_path
     moe.config.base_model_revision = first.config.base_model_revision
 
@@ -136,7 +143,8 @@ def stack_expert_cores(moe: TalkLoRAPreTrainedModel, experts: Sequence[Dict[str,
 
 
 def compose_from_cores(base: torch.nn.Module, settings: Sequence[AdapterSettings],
-                       experts: Sequence[Dict[str, torch.Tensor]]) -> TalkLoRAForCausalLM:
+                       experts: Sequence[Dict[str, torch.Tensor]],
+                       router_noise: Optional[str] = None) -> TalkLoRAForCausalLM:
     """A TT-LoRA MoE from experts given as settings + cores (e.g. read from expert repos, whose base was
     already checked by fingerprint). `base` is wrapped in place."""
     if len(settings) < 2:
@@ -151,8 +159,7 @@ def compose_from_cores(base: torch.nn.Module, settings: Sequence[AdapterSettings
                 raise config_error(f"experts[{index}]", f"must share {key} with expert 0",
                                    f"{getattr(item, key)!r} vs {getattr(settings[0], key)!r}",
                                    "compose experts trained with the same adapter settings.")
-    moe = TalkLoRAForCausalLM.from_base(base, AdapterSettings.from_dict({**settings[0].to_dict(),
-                                                                         "num_experts": len(settings)}))
+    moe = TalkLoRAForCausalLM.from_base(base, _moe_settings(settings[0], len(settings), router_noise))
     stack_expert_cores(moe, experts)
     return moe
 
@@ -178,56 +185,17 @@ def expert_cores(model: TalkLoRAPreTrainedModel) -> Dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if "tt_cores" in n}
 
 
-class SequenceRouting:
-    """What a TT-LoRA MoE's router reads and which expert serves each sequence, per forward.
-
-        routing = SequenceRouting(model)
-        with routing:
-            routing.set(prompt_mask=batch["prompt_mask"], experts=None)
-            out = model(**inputs)              # the router reads the last prompt token
-    """
-
-    def __init__(self, model: TalkLoRAPreTrainedModel):
-        self.model = model
-        self.prompt_mask: Optional[torch.Tensor] = None
-        self.experts: Optional[torch.Tensor] = None
-        self.last_logits: Optional[torch.Tensor] = None
-
-    def set(self, prompt_mask: Optional[torch.Tensor] = None, experts: Optional[torch.Tensor] = None) -> None:
-        self.prompt_mask, self.experts = prompt_mask, experts
-
-    def _choose(self, original, kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
-        if self.prompt_mask is not None and kwargs.get("attention_mask") is not None:
-            mask = kwargs["attention_mask"]
-            if mask.shape == self.prompt_mask.shape:
-                kwargs = {**kwargs, "attention_mask": self.prompt_mask.to(mask.device, mask.dtype)}
-        logits = original(kwargs)
-        if logits is not None and self.experts is not None:
-            self.model.adapter_shared.sequence_experts = self.experts.to(logits.device).long()
-        if logits is not None:
-            self.last_logits = logits
-        return logits
-
-    def __enter__(self) -> "SequenceRouting":
-        if "_choose_sequence_experts" in vars(self.model):
-            raise RuntimeError("the model's sequence routing is already controlled by another SequenceRouting block")
-        original = self.model._choose_sequence_experts
-        self.model._choose_sequence_experts = lambda kwargs: self._choose(original, kwargs)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        vars(self.model).pop("_choose_sequence_experts", None)
-        self.set()
-
-
-@contextlib.contextmanager
-def sequence_routing(model: Optional[TalkLoRAPreTrainedModel]) -> Iterator[Optional[SequenceRouting]]:
-    """A SequenceRouting for a TT-LoRA MoE, None (and nothing changed) for any other model."""
+def sequence_routing_args(model: Optional[TalkLoRAPreTrainedModel], prompt_mask: Optional[torch.Tensor] = None,
+                          experts: Optional[torch.Tensor] = None,
+                          labels: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """The forward keyword arguments that steer a TT-LoRA MoE's per-sequence routing, {} for any other
+    model (so callers can always splat them): prompt_mask -> router_attention_mask (the router reads the
+    prompt only), experts -> sequence_experts (forced, one per sequence), labels -> sequence_labels (the
+    router's cross-entropy target, added to the loss)."""
     if model is None or getattr(model, "sequence_router", None) is None:
-        yield None
-        return
-    with SequenceRouting(model) as routing:
-        yield routing
+        return {}
+    args = {"router_attention_mask": prompt_mask, "sequence_experts": experts, "sequence_labels": labels}
+    return {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(v)) for k, v in args.items() if v is not None}
 
 
 def load_expert(item: Any, cls=TalkLoRAForCausalLM) -> TalkLoRAPreTrainedModel:

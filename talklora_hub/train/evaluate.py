@@ -6,7 +6,8 @@
 - Classification on an encoder: argmax over the task's own slice of the joint label logits.
 - Generation (GSM8K): greedy decoding from the left-padded prompt until EOS or max_new_tokens, then
   the task's metric (exact match of the final number).
-- TT-LoRA MoE: router accuracy (the router's top-1 expert equals the task id, eval mode: no noise),
+- TT-LoRA MoE: router accuracy (the router's top-1 expert equals the task id; eval mode, so no noise with the
+  default router_noise="masked-train", the paper's noise with "official"),
   and which expert served each task's sequences; any model can be scored with every sequence forced
   to one expert ("each expert alone").
 
@@ -21,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from .compose import sequence_routing
+from .compose import sequence_routing_args
 from .data import TaskData, encode_prompts, encode_targets, eos_id, fit_prompt, pad_id
 from .routing_health import RoutingHealth
 
@@ -85,30 +86,32 @@ def score_choices(model, tokenizer, prompts: Sequence[str], choices: Sequence[Se
     device = _device(model)
     keep = accepts_logits_to_keep(model)
     routed = bool(getattr(model.adapter_settings, "is_routed", False)) if health is not None else False
-    with sequence_routing(model) as routing:
-        for start in range(0, len(flat), batch_size):
-            chunk = flat[start:start + batch_size]
-            ids, mask = _pad_batch([c[2] for c in chunk], pad)
-            ids, mask = ids.to(device), mask.to(device)
-            if routing is not None:
-                prompt_mask = torch.zeros_like(mask)
-                for row, c in enumerate(chunk):
-                    prompt_mask[row, :c[3]] = 1
-                forced = None if forced_experts is None else torch.tensor([forced_experts[c[0]] for c in chunk])
-                routing.set(prompt_mask=prompt_mask, experts=forced)
-            # Logits only where a choice token is predicted (the union over the batch's rows).
-            wanted = sorted({p for c in chunk for p in range(c[3] - 1, c[3] + c[4] - 1)})
-            column = {p: k for k, p in enumerate(wanted)} if keep else {p: p for p in wanted}
-            extra = {"logits_to_keep": torch.tensor(wanted, device=device)} if keep else {}
-            with autocast():
-                out = model(input_ids=ids, attention_mask=mask, output_router_logits=routed or None, **extra)
-            if routed and out.routing_weights:
-                health.update_tokens(out.routing_weights, out.router_module_names, mask)
-            logprobs = out.logits.float().log_softmax(-1)
-            for row, (i, j, seq, plen, clen) in enumerate(chunk):
-                positions = torch.tensor([column[p] for p in range(plen - 1, plen + clen - 1)], device=device)
-                targets = ids[row, plen:plen + clen]
-                scores[i][j] = float(logprobs[row, positions, targets].sum())
+    sequence_routed = getattr(model, "sequence_router", None) is not None
+    for start in range(0, len(flat), batch_size):
+        chunk = flat[start:start + batch_size]
+        ids, mask = _pad_batch([c[2] for c in chunk], pad)
+        ids, mask = ids.to(device), mask.to(device)
+        routing = {}
+        if sequence_routed:  # the router reads the prompt only; forced experts serve their sequences
+            prompt_mask = torch.zeros_like(mask)
+            for row, c in enumerate(chunk):
+                prompt_mask[row, :c[3]] = 1
+            forced = None if forced_experts is None else torch.tensor([forced_experts[c[0]] for c in chunk])
+            routing = sequence_routing_args(model, prompt_mask=prompt_mask,
+                                            experts=None if forced is None else forced.to(device))
+        # Logits only where a choice token is predicted (the union over the batch's rows).
+        wanted = sorted({p for c in chunk for p in range(c[3] - 1, c[3] + c[4] - 1)})
+        column = {p: k for k, p in enumerate(wanted)} if keep else {p: p for p in wanted}
+        extra = {"logits_to_keep": torch.tensor(wanted, device=device)} if keep else {}
+        with autocast():
+            out = model(input_ids=ids, attention_mask=mask, output_router_logits=routed or None, **extra, **routing)
+        if routed and out.routing_weights:
+            health.update_tokens(out.routing_weights, out.router_module_names, mask)
+        logprobs = out.logits.float().log_softmax(-1)
+        for row, (i, j, seq, plen, clen) in enumerate(chunk):
+            positions = torch.tensor([column[p] for p in range(plen - 1, plen + clen - 1)], device=device)
+            targets = ids[row, plen:plen + clen]
+            scores[i][j] = float(logprobs[row, positions, targets].sum())
     return scores
 
 
@@ -125,18 +128,17 @@ def generate_completions(model, tokenizer, prompts: Sequence[str], max_new_token
     encoded = [fit_prompt(p, max_length) for p in encode_prompts(tokenizer, prompts)]
     device = _device(model)
     out: List[str] = []
-    with sequence_routing(model) as routing:
-        for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start:start + batch_size]
-            ids, mask = _pad_batch(chunk, pad, left=True)
-            if routing is not None:
-                forced = None if forced_experts is None else torch.tensor(forced_experts[start:start + len(chunk)])
-                routing.set(prompt_mask=None, experts=forced)
-            with autocast():
-                generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                           generation_config=config)
-            new = generated[:, ids.shape[1]:]
-            out += tokenizer.batch_decode(new, skip_special_tokens=True)
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start:start + batch_size]
+        ids, mask = _pad_batch(chunk, pad, left=True)
+        # A TT-LoRA MoE routes on the prompt (or serves the forced experts) and holds the choice while decoding.
+        forced = None if forced_experts is None else torch.tensor(forced_experts[start:start + len(chunk)])
+        routing = sequence_routing_args(model, experts=None if forced is None else forced.to(device))
+        with autocast():
+            generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                       generation_config=config, **routing)
+        new = generated[:, ids.shape[1]:]
+        out += tokenizer.batch_decode(new, skip_special_tokens=True)
     return out
 
 

@@ -4,10 +4,12 @@ Design: a plain loop on `accelerate.Accelerator`, not the transformers Trainer. 
 alone, under `accelerate launch` (DDP on CPU/gloo or GPU/NCCL; mixed precision from the launch
 config or --bf16) or under `torchrun`, with no code change; Accelerator only wraps the model and the
 optimizer. Owning the loop is what the rest of this package needs and the Trainer makes awkward:
-the TT-LoRA MoE stage 2 adds a router cross-entropy from an extra model output and controls what
-the router reads; routing health is read from every step's routing weights; the loss is on answer
-tokens only with our own collation; and checkpoints are a documented safetensors + json layout whose
-resume is bit-exact (data order is a pure function of seed and step, RNG states per process).
+routing health is read from every step's routing weights; the loss is on answer tokens only with our
+own collation; and checkpoints are a documented safetensors + json layout whose resume is bit-exact
+(data order is a pure function of seed and step, RNG states per process). The TT-LoRA MoE stage 2
+needs no loop of its own: what the router reads (router_attention_mask: the prompt), which expert
+serves each sequence (sequence_experts, with route_by="task") and the router's cross-entropy target
+(sequence_labels) are plain forward arguments of the model, so transformers' Trainer trains it too.
 DeepSpeed/FSDP are reachable through `accelerate launch --config_file` (Accelerator.prepare hands
 the model over); they are untested here.
 
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from ..modeling import TalkLoRAForCausalLM, TalkLoRAForSequenceClassification
 from ..modeling.adapter_settings import config_error
 from . import checkpoint as ckpt
-from .compose import compose_ttlora_moe, freeze_experts, load_expert, sequence_routing
+from .compose import compose_ttlora_moe, freeze_experts, load_expert, sequence_routing_args
 from .config import TrainConfig
 from .data import BatchPlan, LazyEncoded, TaskData, collate, pad_id, resolve_tasks
 from .evaluate import accepts_logits_to_keep, evaluate, headline, router_accuracy
@@ -306,76 +308,75 @@ def train(config: TrainConfig) -> TrainResult:
     bar = tqdm(total=total_steps, initial=state["step"], desc=f"train {model_label(cfg)}", unit="step",
                disable=cfg.eval_only or not cfg.progress or not accelerator.is_main_process, dynamic_ncols=True)
     model.train()
-    with sequence_routing(inner) as routing:
-        while not cfg.eval_only and state["step"] < end_step:
-            step = state["step"]
-            window = state["window"]
-            step_start = time.perf_counter()
-            micro = plan.micro_batches(step)
-            step_loss = step_ce = 0.0
-            for index, indices in enumerate(micro):
-                batch = collate([encoded[i] for i in indices], head, pad)
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                if routing is not None:
-                    routing.set(prompt_mask=batch["prompt_mask"],
-                                experts=batch["task"] if cfg.route_by == "task" else None)
-                sync = index == len(micro) - 1
-                context = contextlib.nullcontext() if sync else accelerator.no_sync(model)
-                with context:
-                    with accelerator.autocast():
-                        out, loss = forward_loss(model, batch, head, keep_logits, is_token_routed, aux_coef)
-                    ce = None
-                    if stage2:
-                        ce = F.cross_entropy(out.sequence_router_logits.float(), batch["task"])
-                        total = loss + cfg.router_ce_weight * ce
-                    else:
-                        total = loss
-                    accelerator.backward(total / len(micro))
-                step_loss += float(loss.detach()) / len(micro)
-                step_ce += float(ce.detach()) / len(micro) if ce is not None else 0.0
-                state["tokens"] += int(batch["attention_mask"].sum())
-                if head == "causal":
-                    state["answer_tokens"] += int((batch["labels"] != -100).sum())
-                window["tokens"] += int(batch["attention_mask"].sum())
-                if is_token_routed and out.routing_weights:
-                    health.update_tokens(out.routing_weights, out.router_module_names, batch["attention_mask"])
-                if stage2 and out.sequence_router_logits is not None:
-                    chosen = inner.adapter_shared.sequence_experts
-                    health.update_sequences(out.sequence_router_logits, chosen)
-                    picked = out.sequence_router_logits.detach().argmax(-1)
-                    state["router_hits"] += int((picked == batch["task"]).sum())
-                    state["router_seen"] += int(batch["task"].numel())
-            if cfg.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] = step + 1
-            elapsed = time.perf_counter() - step_start
-            state["train_seconds"] += elapsed
-            window["loss"] += step_loss
-            window["ce"] += step_ce
-            window["steps"] += 1
-            window["seconds"] += elapsed
-            postfix = {"loss": f"{step_loss:.3f}", **({"ce": f"{step_ce:.3f}"} if stage2 else {}), **health.postfix()}
-            bar.set_postfix(postfix, refresh=False)
-            bar.update(1)
-            if state["step"] % cfg.log_every == 0 or state["step"] == total_steps:
-                record = _log_record(state, window, scheduler, health, accelerator, stage2)
-                state["losses"].append(record)
-                if log_path is not None and accelerator.is_main_process:
-                    log_path.parent.mkdir(parents=True, exist_ok=True)
-                    with open(log_path, "a") as handle:
-                        handle.write(json.dumps(record) + "\n")
-                health.window.reset()
-                state["window"] = {"loss": 0.0, "ce": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
-            save_now = cfg.output and (state["step"] == end_step
-                                       or (cfg.save_every and state["step"] % cfg.save_every == 0))
-            if save_now:
-                trainer_state = {**state, "fingerprint": cfg.fingerprint(), "total_steps": total_steps,
-                                 "routing": health.state_dict(), "config": cfg.to_dict()}
-                ckpt.save_checkpoint(cfg.output, state["step"], inner, optimizer, scheduler, trainer_state,
-                                     accelerator, cfg.keep_checkpoints)
+    while not cfg.eval_only and state["step"] < end_step:
+        step = state["step"]
+        window = state["window"]
+        step_start = time.perf_counter()
+        micro = plan.micro_batches(step)
+        step_loss = step_ce = 0.0
+        for index, indices in enumerate(micro):
+            batch = collate([encoded[i] for i in indices], head, pad)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            # Stage 2: the router reads the prompt only; with route_by="task" each task's expert is forced.
+            routing = sequence_routing_args(inner, prompt_mask=batch.get("prompt_mask"),
+                                            experts=batch.get("task") if cfg.route_by == "task" else None)
+            sync = index == len(micro) - 1
+            context = contextlib.nullcontext() if sync else accelerator.no_sync(model)
+            with context:
+                with accelerator.autocast():
+                    out, loss = forward_loss(model, batch, head, keep_logits, is_token_routed, aux_coef, routing)
+                ce = None
+                if stage2:
+                    ce = F.cross_entropy(out.sequence_router_logits.float(), batch["task"])
+                    total = loss + cfg.router_ce_weight * ce
+                else:
+                    total = loss
+                accelerator.backward(total / len(micro))
+            step_loss += float(loss.detach()) / len(micro)
+            step_ce += float(ce.detach()) / len(micro) if ce is not None else 0.0
+            state["tokens"] += int(batch["attention_mask"].sum())
+            if head == "causal":
+                state["answer_tokens"] += int((batch["labels"] != -100).sum())
+            window["tokens"] += int(batch["attention_mask"].sum())
+            if is_token_routed and out.routing_weights:
+                health.update_tokens(out.routing_weights, out.router_module_names, batch["attention_mask"])
+            if stage2 and out.sequence_router_logits is not None:
+                chosen = inner.adapter_shared.sequence_experts
+                health.update_sequences(out.sequence_router_logits, chosen)
+                picked = out.sequence_router_logits.detach().argmax(-1)
+                state["router_hits"] += int((picked == batch["task"]).sum())
+                state["router_seen"] += int(batch["task"].numel())
+        if cfg.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] = step + 1
+        elapsed = time.perf_counter() - step_start
+        state["train_seconds"] += elapsed
+        window["loss"] += step_loss
+        window["ce"] += step_ce
+        window["steps"] += 1
+        window["seconds"] += elapsed
+        postfix = {"loss": f"{step_loss:.3f}", **({"ce": f"{step_ce:.3f}"} if stage2 else {}), **health.postfix()}
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
+        if state["step"] % cfg.log_every == 0 or state["step"] == total_steps:
+            record = _log_record(state, window, scheduler, health, accelerator, stage2)
+            state["losses"].append(record)
+            if log_path is not None and accelerator.is_main_process:
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(log_path, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            health.window.reset()
+            state["window"] = {"loss": 0.0, "ce": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
+        save_now = cfg.output and (state["step"] == end_step
+                                   or (cfg.save_every and state["step"] % cfg.save_every == 0))
+        if save_now:
+            trainer_state = {**state, "fingerprint": cfg.fingerprint(), "total_steps": total_steps,
+                             "routing": health.state_dict(), "config": cfg.to_dict()}
+            ckpt.save_checkpoint(cfg.output, state["step"], inner, optimizer, scheduler, trainer_state,
+                                 accelerator, cfg.keep_checkpoints)
     bar.close()
     stopped = not cfg.eval_only and state["step"] < total_steps
     last_checkpoint = ckpt.latest_checkpoint(cfg.output) if cfg.output else None
@@ -448,13 +449,15 @@ def answer_positions(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != -100).any(0).nonzero().flatten()
 
 
-def forward_loss(model, batch: Dict[str, torch.Tensor], head: str, keep_logits: bool, routed: bool, aux_coef: float):
+def forward_loss(model, batch: Dict[str, torch.Tensor], head: str, keep_logits: bool, routed: bool, aux_coef: float,
+                 routing: Optional[Dict[str, torch.Tensor]] = None):
     """(model output, task loss): mean cross-entropy over answer tokens (causal LM) or over labels.
 
     With keep_logits the model returns logits only at answer positions and the loss is computed here
-    (the router's load-balancing term added as the model itself would)."""
+    (the router's load-balancing term added as the model itself would). routing: a TT-LoRA MoE's
+    per-sequence routing arguments (compose.sequence_routing_args), passed to the model as they are."""
     kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                  output_router_logits=True if routed else None)
+                  output_router_logits=True if routed else None, **(routing or {}))
     if not keep_logits:
         out = model(**kwargs, labels=batch["labels"])
         return out, out.loss.float()

@@ -147,7 +147,26 @@ def train_entry(recipe: ZooRecipe, runs_dir: Path, zoo_dir: Path, progress: bool
         extra["ttlora_experts"] = [attach_shipped(zoo_dir / e) for e in recipe.experts]
     config = TrainConfig(**recipe.train, **extra, output=str(runs_dir / recipe.name), resume=True,
                          max_eval_examples=0, progress=progress)
+    _drop_stale_run(config)
     return train(config)
+
+
+def _drop_stale_run(config) -> None:
+    """A run folder left by an earlier version of the recipe cannot be resumed: set it aside, start afresh."""
+    import json
+    import shutil
+
+    from ..train import checkpoint as ckpt
+
+    latest = ckpt.latest_checkpoint(config.output)
+    if latest is None:
+        return
+    state = json.loads((latest / "trainer_state.json").read_text())
+    if state.get("fingerprint") != config.fingerprint():
+        stale = Path(config.output).with_name(Path(config.output).name + ".stale")
+        shutil.rmtree(stale, ignore_errors=True)
+        Path(config.output).rename(stale)
+        _say(f"{config.output} was trained with another recipe: moved to {stale}, training afresh")
 
 
 def moe_report(recipe: ZooRecipe, model, tokenizer, zoo_dir: Path, scored: Dict[str, Any], progress: bool) -> Dict[str, Any]:

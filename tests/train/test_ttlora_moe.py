@@ -1,4 +1,5 @@
-"""TT-LoRA MoE: composing single experts, forcing and prompt-only routing, and the router stage."""
+"""TT-LoRA MoE: composing single experts, forcing and prompt-only routing (forward arguments), and the router
+stage (our loop and transformers' Trainer)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from talklora_hub.modeling import AdapterSettings, TalkLoRAForCausalLM
 from talklora_hub.modeling.adapter_base import adapter_layers
 from talklora_hub.train import TrainConfig, compose_ttlora_moe, train
 from talklora_hub.train.checkpoint import adapter_tensors
-from talklora_hub.train.compose import SequenceRouting, expert_cores, freeze_experts
+from talklora_hub.train.compose import expert_cores, freeze_experts, sequence_routing_args
 
 from .helpers import animals_task, colors_task
 
@@ -53,14 +54,16 @@ def test_compose_stacks_the_expert_cores_and_each_expert_acts_alone(experts):
     for name, tensor in _stacked(models).items():
         assert torch.equal(cores[name], tensor), name
     ids = torch.randint(6, 40, (3, 9))
-    with torch.no_grad(), SequenceRouting(moe) as routing:
+    with torch.no_grad():
         for e, single in enumerate(models):
-            routing.set(experts=torch.full((3,), e))
-            out = moe(input_ids=ids, attention_mask=torch.ones_like(ids))
+            out = moe(input_ids=ids, attention_mask=torch.ones_like(ids), sequence_experts=torch.full((3,), e))
             assert out.sequence_router_logits.shape == (3, 2)
             assert torch.equal(moe.adapter_shared.sequence_experts, torch.full((3,), e))
             torch.testing.assert_close(out.logits, single.eval()(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
-    assert "_choose_sequence_experts" not in vars(moe)  # the control is gone after the block
+    assert "_choose_sequence_experts" not in vars(moe)  # no patching: plain forward arguments
+    official = compose_ttlora_moe(models, base=base, router_noise="official")
+    assert official.adapter_settings.router_noise == "official" and official.sequence_router.noise.bias is not None
+    assert moe.adapter_settings.router_noise == "masked-train" and moe.sequence_router.noise.bias is None
 
 
 def test_router_reads_the_last_prompt_token_not_the_answer(experts):
@@ -71,10 +74,10 @@ def test_router_reads_the_last_prompt_token_not_the_answer(experts):
     prompt_mask[:, 6:] = 0
     with torch.no_grad():
         prompt_only = moe(input_ids=ids[:, :6]).sequence_router_logits
-        with SequenceRouting(moe) as routing:
-            routing.set(prompt_mask=prompt_mask)
-            full = moe(input_ids=ids, attention_mask=torch.ones_like(ids)).sequence_router_logits
+        full = moe(input_ids=ids, attention_mask=torch.ones_like(ids),
+                   **sequence_routing_args(moe, prompt_mask=prompt_mask)).sequence_router_logits
     torch.testing.assert_close(full, prompt_only)
+    assert sequence_routing_args(trained["syn_colors"][1], prompt_mask=prompt_mask) == {}  # not a MoE: nothing
 
 
 def test_compose_refuses_mismatched_experts(experts, tiny_llama):
@@ -146,3 +149,49 @@ def test_recipe_runs_end_to_end_on_tiny_pieces(tmp_path):
     assert comparison["parameters"]["router_trainable"] == 2 * 2 * 32
     assert (tmp_path / "run" / "comparison.md").read_text().startswith("| task | MoE |")
     assert (tmp_path / "run" / "experts" / "syn_colors" / "model" / "config.json").is_file()
+
+
+def test_router_stage_trains_with_transformers_trainer(tiny_llama, tmp_path):
+    """Stage 2 needs no loop of ours: forced experts, the prompt mask and the router's target are batch
+    fields the model takes as forward arguments; one Trainer step moves the router and nothing else."""
+    from transformers import Trainer, TrainingArguments
+
+    moe = TalkLoRAForCausalLM.from_base(tiny_llama, AdapterSettings(method="ttlora", num_experts=2, tt_rank=3))
+    assert freeze_experts(moe) == ["sequence_router.gate.weight", "sequence_router.noise.weight"]
+    torch.manual_seed(0)
+    rows = []
+    for i in range(4):
+        ids = torch.randint(6, 40, (10,))
+        prompt = torch.zeros(10, dtype=torch.long)
+        prompt[:7] = 1
+        rows.append({"input_ids": ids, "attention_mask": torch.ones(10, dtype=torch.long),
+                     "labels": torch.where(prompt.bool(), -100, ids), "router_attention_mask": prompt,
+                     "sequence_experts": torch.tensor(i % 2), "sequence_labels": torch.tensor(i % 2)})
+    before = {n: p.detach().clone() for n, p in moe.named_parameters()}
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1, learning_rate=1e-2,
+                             report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True,
+                             dataloader_num_workers=0)
+    result = Trainer(model=moe, args=args, train_dataset=rows).train()
+    assert result.global_step == 1 and result.training_loss > 0
+    changed = sorted(n for n, p in moe.named_parameters() if not torch.equal(p.detach(), before[n]))
+    assert changed == ["sequence_router.gate.weight", "sequence_router.noise.weight"]
+    assert torch.equal(moe.adapter_shared.sequence_experts, torch.tensor([0, 1, 0, 1]))  # the forced experts served
+
+
+def test_generate_completions_on_left_padded_prompts_equal_each_prompt_alone(experts):
+    """evaluate's greedy generation (left-padded batches) on a TT-LoRA MoE, routed and with forced experts."""
+    from transformers import AutoTokenizer
+
+    from talklora_hub.train.evaluate import generate_completions
+
+    base, trained = experts
+    moe = compose_ttlora_moe([m for _, m in trained.values()], base=base).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    prompts = ["Colors : red gold . Warm or cool ? Answer :", "Animals : shark . Land or sea ? Result :",
+               "Colors : blue teal navy mint jade . Warm or cool ? Answer :"]
+    for forced in (None, [1, 0, 1]):
+        batched = generate_completions(moe, tokenizer, prompts, 4, 40, batch_size=3, forced_experts=forced)
+        single = [generate_completions(moe, tokenizer, [p], 4, 40, batch_size=1,
+                                       forced_experts=None if forced is None else [forced[i]])[0]
+                  for i, p in enumerate(prompts)]
+        assert batched == single, (forced, batched, single)
