@@ -754,16 +754,6 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha:.3f})"
 
 
-def blues(value: float) -> str:
-    """0..1 -> a white-to-dark-blue colour."""
-    v = min(1.0, max(0.0, float(value)))
-    for (x0, c0), (x1, c1) in zip(BLUES, BLUES[1:]):
-        if v <= x1:
-            t = (v - x0) / (x1 - x0)
-            return "#%02x%02x%02x" % tuple(round(a + (b - a) * t) for a, b in zip(c0, c1))
-    return "#%02x%02x%02x" % BLUES[-1][1]
-
-
 def diverging(value: float, centre: float, span: float) -> str:
     """Blue below centre, white at centre, red above; span: the deviation drawn at full colour."""
     t = max(-1.0, min(1.0, (value - centre) / span)) if span > 0 else 0.0
@@ -888,7 +878,10 @@ def render_token_heatmap(routing: Routing, layer: str = ALL, module: str = ALL) 
         return empty_view(title, str(error), "token-heatmap")
     mean = data["mean"].tolist()
     num_experts = routing.num_experts
-    top = max(max(row) for row in mean) if mean else 1.0  # full colour at the largest weight shown
+    # Diverging around the uniform weight 1/E, full colour at the largest deviation shown: a router a few
+    # percent from uniform is as readable as a decided one (a 0..max scale would leave it all one shade).
+    uniform = 1.0 / max(1, num_experts)
+    span = max((abs(w - uniform) for row in mean for w in row), default=0.0) or 1e-6
     label_w, cell_w, row_h, head_h = 120, max(36, min(64, 360 // max(1, num_experts))), 18, 22
     width, height = label_w + cell_w * num_experts + 4, head_h + row_h * len(mean) + 4
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -907,16 +900,17 @@ def render_token_heatmap(routing: Routing, layer: str = ALL, module: str = ALL) 
         for e, w in enumerate(row):
             x = label_w + e * cell_w
             parts.append(f'<rect class="trl-cell" x="{x}" y="{y}" width="{cell_w - 1}" height="{row_h - 1}" '
-                         f'fill="{blues(w / top)}"><title>{esc(f"token {t} {piece!r} · expert {e}: {w:.3f}")}'
+                         f'fill="{diverging(w, uniform, span)}"><title>{esc(f"token {t} {piece!r} · expert {e}: {w:.3f}")}'
                          "</title></rect>")
             if show_numbers:
-                parts.append(f'<text x="{x + cell_w / 2}" y="{y + 13}" text-anchor="middle" fill="{_ink(w / top)}" '
+                parts.append(f'<text x="{x + cell_w / 2}" y="{y + 13}" text-anchor="middle" '
+                             f'fill="{_ink(abs(w - uniform) / span)}" '
                              f'pointer-events="none">{w:.2f}</text>')
         if gen and t == routing.prompt_length:
             parts.append(f'<line x1="0" x2="{width}" y1="{y}" y2="{y}" stroke="#8250df" stroke-dasharray="4 3"/>')
     parts.append("</svg>")
-    subtitle = (f"{esc(selection_label(layer, module))} · darker = more weight (full colour at {top:.2f}, the "
-                "largest shown) · generated tokens in purple")
+    subtitle = (f"{esc(selection_label(layer, module))} · white = the uniform 1/{num_experts} = {uniform:.3f}, red above, "
+                f"blue below, full colour at ±{span:.3f} (the largest deviation shown) · generated tokens in purple")
     return _view(title, f'<div class="trl-scroll">{"".join(parts)}</div>', subtitle, "token-heatmap")
 
 
