@@ -62,12 +62,6 @@ def layer_load_matrix(weights: Sequence[torch.Tensor], names: Sequence[str],
     return OrderedDict((layer, torch.stack(loads).mean(0)) for layer, loads in sorted(per_layer.items()))
 
 
-def module_summaries(weights: Iterable[torch.Tensor], names: Iterable[str],
-                     mask: Optional[torch.Tensor] = None) -> Dict[str, Dict[str, float]]:
-    """{module name: balance_summary} for every routed module."""
-    return {name: balance_summary(w, mask) for w, name in zip(weights, names)}
-
-
 def top_expert_per_layer(weights: Sequence[torch.Tensor], names: Sequence[str]) -> "OrderedDict[int, torch.Tensor]":
     """{layer: (batch, seq) index of the expert with the largest weight averaged over the layer's modules}."""
     per_layer: "OrderedDict[int, List[torch.Tensor]]" = OrderedDict()

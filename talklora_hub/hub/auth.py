@@ -140,10 +140,6 @@ class AuthStore:
         orgs = self.users()["orgs"]
         return tuple(sorted(name for name, org in orgs.items() if user in org["members"]))
 
-    def namespace_exists(self, name: str) -> bool:
-        data = self.users()
-        return name in data["users"] or name in data["orgs"]
-
     # -- tokens
 
     def create_token(self, user: str, role: str = "write", name: str | None = None) -> str:
@@ -159,12 +155,6 @@ class AuthStore:
             }
             self._write("tokens.json", tokens)
         return token
-
-    def revoke_token(self, token: str) -> None:
-        with self._lock():
-            tokens = self._read("tokens.json", {})
-            tokens.pop(hashlib.sha256(token.encode()).hexdigest(), None)
-            self._write("tokens.json", tokens)
 
     def authenticate(self, token: str) -> Principal | None:
         """The principal a token belongs to, or None for an unknown token."""

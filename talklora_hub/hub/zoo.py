@@ -29,9 +29,10 @@ def read_zoo(zoo_repo: str, api: Optional[HfApi] = None, revision: Optional[str]
     if not api.repo_exists(zoo_repo, repo_type="dataset") or not api.file_exists(zoo_repo, ZOO_FILE,
                                                                                   repo_type="dataset", revision=revision):
         return {"entries": {}}
-    path = hf_hub_download(zoo_repo, ZOO_FILE, repo_type="dataset", revision=revision,
-                           endpoint=api.endpoint, token=api.token, cache_dir=tempfile.mkdtemp(prefix="zoo-"))
-    return json.loads(Path(path).read_text())
+    with tempfile.TemporaryDirectory(prefix="zoo-") as cache:  # a private cache, gone after the read
+        path = hf_hub_download(zoo_repo, ZOO_FILE, repo_type="dataset", revision=revision,
+                               endpoint=api.endpoint, token=api.token, cache_dir=cache)
+        return json.loads(Path(path).read_text())
 
 
 def list_zoo(zoo_repo: Optional[str] = None, api: Optional[HfApi] = None) -> List[Dict[str, Any]]:

@@ -27,13 +27,13 @@ REQUIREMENTS = [
     "safetensors>=0.4",
     "huggingface_hub>=1.0",
 ]
-# The zoo's showcase models (one per method) offered when no list or index is configured. Repo ids on the
-# Hub the Space reads (HF_ENDPOINT); override with `space build --models` / `space push --models`.
+# The zoo's full models as the main job publishes them on the embedded Hub (its user is "user"), the
+# trained TalkLoRA mixture first: offered when no list or index is configured. Override with
+# `space build --models` / `space push --models` for another Hub.
 DEFAULT_MODELS = [
-    "talklora-hub/smollm2-135m-instruct-talklora",
-    "talklora-hub/smollm2-135m-instruct-moelora",
-    "talklora-hub/smollm2-135m-instruct-ttlora-moe",
-    "talklora-hub/smollm2-135m-instruct-lora",
+    "user/smollm2-talklora-mixture",
+    "user/smollm2-moelora-mixture",
+    "user/smollm2-lora-mixture",
 ]
 
 README_TEMPLATE = """---
