@@ -10,9 +10,15 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from transformers import AutoConfig, PretrainedConfig
-from transformers.configuration_utils import SubConfigSpec
 
-from .adapter_settings import AdapterSettings
+from .compat import check_transformers_version
+
+# Before anything that needs a recent transformers: an older one fails here, naming the range and the fix.
+check_transformers_version()
+
+from transformers.configuration_utils import SubConfigSpec  # noqa: E402  (needs transformers>=5.20)
+
+from .adapter_settings import AdapterSettings  # noqa: E402
 
 # Written into every config.json so that the Auto classes find the code shipped beside the weights.
 AUTO_MAP = {

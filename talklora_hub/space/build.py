@@ -23,7 +23,7 @@ GRADIO_VERSION = "6.31.0"
 REQUIREMENTS = [
     f"gradio=={GRADIO_VERSION}",
     "torch>=2.4",
-    "transformers>=5.0",
+    "transformers>=5.20.0",
     "safetensors>=0.4",
     "huggingface_hub>=1.0",
 ]
