@@ -97,7 +97,8 @@ RECIPES: List[ZooRecipe] = [
     ZooRecipe("minilm-talklora-sotu-party", "expert",
               {**_ENCODER, "tasks": ["sotu_party"], "max_steps": 300, "lr": 3e-3},
               "all-MiniLM-L6-v2 + TalkLoRA: the president's party from a State of the Union paragraph"),
-    ZooRecipe("minilm-talklora-sotu-era", "expert", {**_ENCODER, "tasks": ["sotu_era"], "max_steps": 200},
+    # As for the party: lr 1e-3 for 200 steps scored 0.435, below the test split's majority share (0.462).
+    ZooRecipe("minilm-talklora-sotu-era", "expert", {**_ENCODER, "tasks": ["sotu_era"], "max_steps": 300, "lr": 3e-3},
               "all-MiniLM-L6-v2 + TalkLoRA: the era of a State of the Union paragraph (4 eras)"),
 ]
 
