@@ -117,7 +117,7 @@ def publish_entry(folder: Path, api, bases: Dict[str, Dict[str, str]], datasets:
         pushed = publish_expert(model, repo, task=task, result=result, base_repo_id=base["repo_id"],
                                 base_revision=base["revision"], api=api, tokenizer=tokenizer)
     _say(f"{record['kind']:6} {pushed.repo_id}@{pushed.commit[:10]} ({'new commit' if pushed.changed else 'unchanged'})")
-    return pushed.repo_id
+    return pushed
 
 
 def publish_zoo(plan: PublishPlan, hub) -> Dict[str, Any]:
@@ -130,10 +130,11 @@ def publish_zoo(plan: PublishPlan, hub) -> Dict[str, Any]:
     api, user = hub.api(), hub.user
     bases = publish_bases(api, user, sorted({r["base"]["name"] for r in records.values()}))
     datasets = publish_datasets(api, user, sorted({t for r in records.values() for t in r["tasks"]}))
-    published: Dict[str, Any] = {"bases": bases, "datasets": datasets, "models": [], "experts": []}
+    published: Dict[str, Any] = {"bases": bases, "datasets": datasets, "models": [], "experts": [], "revisions": {}}
     for name, folder in tqdm(entries.items(), desc="publish zoo", unit="entry"):
-        repo = publish_entry(folder, api, bases, datasets, user)
-        published["models" if records[name]["kind"] == "model" else "experts"].append(repo)
+        pushed = publish_entry(folder, api, bases, datasets, user)
+        published["models" if records[name]["kind"] == "model" else "experts"].append(pushed.repo_id)
+        published["revisions"][pushed.repo_id] = pushed.commit
     # The Space opens on the trained TalkLoRA mixture.
     default = f"{user}/{SPACE_DEFAULT}"
     if default in published["models"]:
@@ -146,8 +147,10 @@ FRESH_LOAD = BLOCK_OWN_PACKAGE + textwrap.dedent('''
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     repo, text = sys.argv[1], sys.argv[2]
-    tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True)
-    model = AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True)
+    revision = sys.argv[3] if len(sys.argv) > 3 else None
+    # Pinned to the published commit: the code that runs is the code that was reviewed.
+    tokenizer = AutoTokenizer.from_pretrained(repo, revision=revision, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(repo, revision=revision, trust_remote_code=True)
     batch = tokenizer(text, return_tensors="pt")
     with torch.no_grad():
         out = model(**batch, output_router_logits=True)
@@ -164,10 +167,12 @@ FRESH_LOAD = BLOCK_OWN_PACKAGE + textwrap.dedent('''
 ''')
 
 
-def show_routing_fresh(hub, repo: str, text: str) -> None:
-    """Step 4: the published model, loaded by repo id where only torch + transformers are importable."""
+def show_routing_fresh(hub, repo: str, text: str, revision: str = "main") -> None:
+    """Step 4: the published model, loaded by repo id (at `revision`) where only torch + transformers are
+    importable."""
     env = {**os.environ, **hub.env()}
-    subprocess.run([sys.executable, "-c", FRESH_LOAD, repo, text], check=True, env=env, stdin=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-c", FRESH_LOAD, repo, text, revision], check=True, env=env,
+                   stdin=subprocess.DEVNULL)
 
 
 def main_job(plan: PublishPlan, serve: bool = True) -> Dict[str, Any]:
@@ -187,7 +192,8 @@ def main_job(plan: PublishPlan, serve: bool = True) -> Dict[str, Any]:
             score = f"{headline['task']} {headline['metric']} {headline['value']:.3f}" if headline else ""
             _say(f"  {e['kind']:6} {e['method']:10} {e['repo_id']:45} {score}")
         if published["models"]:
-            show_routing_fresh(hub, published["models"][0], ROUTING_PROBE)
+            default = published["models"][0]
+            show_routing_fresh(hub, default, ROUTING_PROBE, published["revisions"][default])
         _say(f"published in {time.perf_counter() - start:.0f} s")
         summary = {"endpoint": hub.endpoint, **published}
         (plan.root / "zoo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

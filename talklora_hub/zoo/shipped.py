@@ -122,10 +122,19 @@ def _bootstrapped_base(name: str, head: str, num_labels: Optional[int] = None):
 
     from ..data.base_models import base_model_path
 
+    from transformers.utils import logging as hf_logging
+
     path = base_model_path(name)
-    if head == "seqcls":
+    if head != "seqcls":
+        return AutoModelForCausalLM.from_pretrained(path)
+    # The backbone's checkpoint has no classifier: transformers reports it as newly initialised, but the
+    # expert's own tensors replace it at once, so that report would only alarm the reader.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
         return AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
-    return AutoModelForCausalLM.from_pretrained(path)
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def attach_shipped(folder: Union[str, os.PathLike], base=None):
