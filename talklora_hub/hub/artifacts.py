@@ -156,9 +156,9 @@ def attach_expert(folder: Path, base=None, **load_kwargs) -> TalkLoRAPreTrainedM
             raise ArtifactError(f"expert tensor {name} has shape {tuple(tensor.shape)}, the model needs "
                                 f"{tuple(expected[name].shape)}. Fix: attach it to a base of the same architecture.")
     with torch.no_grad():
-        params = dict(model.named_parameters())
+        targets = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         for name, tensor in tensors.items():
-            params[name].copy_(tensor)
+            targets[name].copy_(tensor)
     return model.eval()
 
 

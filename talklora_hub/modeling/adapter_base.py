@@ -174,6 +174,10 @@ class AdaptedLinear(nn.Module):
         """Names (relative to this layer) of its own trainable tensors: everything but the base map."""
         return [n for n, _ in self.named_parameters() if n not in self.base_parameter_names]
 
+    def adapter_buffer_names(self) -> List[str]:
+        """Names of its own fixed tensors (e.g. a frozen Talking Module): part of the adapter, not the base."""
+        return [n for n, _ in self.named_buffers()]
+
     def extra_repr(self) -> str:
         return (f"method={self.method}, in_features={self.in_features}, out_features={self.out_features}, "
                 f"r={self.settings.r}, num_experts={self.num_experts}")

@@ -87,6 +87,9 @@ class AdapterSettings:
     balanced factors per side), lora_dropout as given (0 here; the training CLI's default is 0.05).
     The PAPER's setting is the preset AdapterSettings.preset("ttlora-paper", model_config) (see
     ttlora_paper_settings): q and v only, tt_rank 5, tt_alpha 16, no dropout, the paper's hand-set factors.
+
+    talk_trainable: TalkLoRA only. False freezes the Talking Module T at its init; with talk_init='identity'
+        this is the paper's no-talk ablation (the router then reads the un-mixed chunks, g = softmax(R z)).
     """
 
     method: str = "talklora"
@@ -107,6 +110,8 @@ class AdapterSettings:
     # TT-LoRA MoE router noise: "masked-train" (no bias, mean over real tokens, training only) or "official"
     # (the paper's code: noise layer with bias, mean over all positions, noise at evaluation too); see sequence_router.
     router_noise: str = "masked-train"
+    # False freezes the Talking Module T at its init (a buffer, saved but never trained): see the docstring.
+    talk_trainable: bool = True
 
     def __post_init__(self):
         if self.num_experts is None and self.method in DEFAULT_NUM_EXPERTS:
@@ -193,6 +198,12 @@ class AdapterSettings:
         if self.router_noise not in ("masked-train", "official"):
             raise config_error("router_noise", "must be one of ['masked-train', 'official']", self.router_noise,
                                "use 'masked-train' (default: training-only noise) or 'official' (the paper's code).")
+        if not isinstance(self.talk_trainable, bool):
+            raise config_error("talk_trainable", "must be a bool", self.talk_trainable,
+                               "use True (train T, the paper) or False (freeze T at its init).")
+        if not self.talk_trainable and self.method != "talklora":
+            raise config_error("talk_trainable", f"only applies to method='talklora' (method={self.method!r} has no "
+                               "Talking Module)", self.talk_trainable, "leave it True for this method.")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

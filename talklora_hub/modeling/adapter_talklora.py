@@ -22,7 +22,8 @@ from .routing import ExpertDispatch, grouped_up, jitter, route
 class TalkLoRALinear(AdaptedLinear):
     """lora_A: (r, D_in); expert_maps M: (E, d, d); talk T: (E, E); router_weight R: (E, r);
     B: (D_out, r) shared bank (default) or per layer. Init: kaiming-uniform(a=sqrt 5) for A, M, T, R
-    (or T = I with talk_init='identity'); B = 0, so delta W = 0 at step 0."""
+    (or T = I with talk_init='identity'); B = 0, so delta W = 0 at step 0. With talk_trainable=False, T is a
+    buffer fixed at its init (T = I and talk_init='identity': the no-talk ablation)."""
 
     method = "talklora"
 
@@ -33,7 +34,12 @@ class TalkLoRALinear(AdaptedLinear):
         self.top_k = settings.num_experts_per_tok
         self.lora_A = self.new_parameter(settings.r, self.in_features)
         self.expert_maps = self.new_parameter(E, d, d)
-        self.talk = self.new_parameter(E, E)
+        if settings.talk_trainable:
+            self.talk = self.new_parameter(E, E)
+        else:
+            # A persistent buffer, not a parameter: saved with the model, but never handed to the optimizer
+            # (mark_trainable and adapter_parameter_names only see parameters). The no-talk ablation.
+            self.register_buffer("talk", self.new_parameter(E, E).data)
         self.router_weight = self.new_parameter(E, settings.r)
         self.init_expert_bank(settings.r)
         self.routing_dropout = nn.Dropout(settings.lora_dropout)

@@ -110,7 +110,8 @@ def base_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     """The base weights of a wrapped (or plain) model, named as in the unwrapped base model: the adapter
     layers keep `weight`/`bias` under the base's names, so this is the state dict minus adapter tensors."""
     inner = getattr(model, "inner_model", model)
-    adapter = {f"{name}.{p}" for name, layer in adapter_layers(inner).items() for p in layer.adapter_parameter_names()}
+    adapter = {f"{name}.{p}" for name, layer in adapter_layers(inner).items()
+               for p in layer.adapter_parameter_names() + layer.adapter_buffer_names()}
     return {name: tensor for name, tensor in inner.state_dict().items() if name not in adapter}
 
 

@@ -217,8 +217,13 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
 
     # ---- parameters -----------------------------------------------------------------------
     def adapter_state_dict(self) -> Dict[str, torch.Tensor]:
-        """Only the trainable tensors (adapters, shared banks, router, trained heads), by full name."""
-        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+        """Only what the adapter adds to the base: the trainable tensors (adapters, shared banks, router,
+        trained heads) and the adapter layers' fixed buffers (e.g. a frozen Talking Module), by full name."""
+        tensors = {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+        for name, layer in adapter_layers(self).items():
+            for buffer in layer.adapter_buffer_names():
+                tensors[f"{name}.{buffer}"] = layer.get_buffer(buffer).detach()
+        return tensors
 
     def parameter_counts(self) -> Dict[str, int]:
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
