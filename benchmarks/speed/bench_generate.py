@@ -1,0 +1,168 @@
+"""Generation speed with the KV cache: tokens/s of every adapter method vs the bare base model.
+
+  python benchmarks/speed/bench_generate.py [--model PATH|smollm2-135m-instruct] [--quick] [--repeats 5]
+      [--max-new-tokens 32] [--batches 1,8] [--threads 1] [--device cpu|cuda] [--out FILE.md]
+
+Variants, all built in this one process from the same weights and measured side by side (interleaved,
+order rotated each repeat, one untimed warm-up call each, medians):
+  - base: the plain AutoModelForCausalLM of the folder (no adapter code at all);
+  - lora, moelora, talklora, ttlora, ttlora-moe3 (TT-LoRA MoE, 3 experts): TalkLoRAForCausalLM.from_base(base,
+    AdapterSettings(...)) at r = 32 (8 with --quick) on the architecture's default targets, with the zero-init B
+    matrices given small random values so the adapter arithmetic is real (the script checks the logits differ
+    from the base's);
+  - for the routed methods (moelora, talklora, ttlora-moe3) with `model.trace_routing()` off and on.
+At batch 1 (one prompt) and batch 8 (eight prompts of different lengths, left-padded), greedy, use_cache=True,
+exactly --max-new-tokens new tokens (min_new_tokens = max_new_tokens, so an early EOS never shortens a call).
+tokens/s = batch x new tokens / wall time of one generate() call (prompt prefill included); ratio to base =
+tokens/s / the base's tokens/s at the same batch (and dtype). --device cuda measures fp32 and bf16 on the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import speed_common as sc  # noqa: E402
+
+TITLE = "Generation speed (KV cache, greedy): adapters vs the bare base model"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sc.add_common_args(parser, repeats=5, quick_repeats=3)
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="new tokens per call (default 32; 8 with --quick)")
+    parser.add_argument("--batches", default="1,8", help="batch sizes (comma-separated; each <= 8)")
+    parser.add_argument("--methods", default=",".join(sc.METHODS), help="subset of " + ",".join(sc.METHODS))
+    args = sc.finish_args(parser, parser.parse_args(argv))
+    if args.max_new_tokens is None:
+        args.max_new_tokens = 8 if args.quick else 32
+    args.batches = [int(b) for b in args.batches.split(",")]
+    if any(not 1 <= b <= len(sc.PROMPTS) for b in args.batches):
+        parser.error(f"--batches must each be in [1, {len(sc.PROMPTS)}], got {args.batches}")
+    args.methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in args.methods if m not in sc.METHODS]
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; choose from {list(sc.METHODS)}")
+    return args
+
+
+def prompts_batch(tokenizer, batch: int, device: str):
+    """The first `batch` prompts, left-padded (batch 1: no padding)."""
+    encoded = tokenizer(sc.PROMPTS[:batch], return_tensors="pt", padding=True)
+    return {k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+
+
+def make_call(model, inputs, new_tokens: int, pad_id: int, trace: bool, checks: dict, key: str):
+    """One generate() call (optionally inside trace_routing); the first call checks the token count."""
+    import torch
+
+    def call():
+        context = model.trace_routing() if trace else contextlib.nullcontext()
+        with torch.inference_mode(), context as recorded:
+            out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                 use_cache=True, pad_token_id=pad_id, num_beams=1)
+        if key not in checks:
+            generated = out.shape[1] - inputs["input_ids"].shape[1]
+            if generated != new_tokens:
+                raise RuntimeError(f"{key}: generated {generated} tokens, expected {new_tokens}")
+            checks[key] = {"generated": generated,
+                           "trace_steps": len(recorded.steps) if trace else None}
+        return out
+
+    return call
+
+
+def measure_plan(args, folder: Path, tokenizer, device: str, dtype_name: str, payload: dict):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    pad_id = tokenizer.pad_token_id
+    base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=sc.torch_dtype(dtype_name)).to(device).eval()
+    models = {"base": base}
+    for name in args.methods:
+        models[name] = sc.build_method(folder, name, args.quick, dtype_name, device).eval()
+    # The adapters must change the function: compare logits on the batch-8 prompts with the base's.
+    probe = prompts_batch(tokenizer, max(args.batches), device)
+    with torch.inference_mode():
+        reference = base(**probe).logits.float()
+        differs = {name: float((m(**probe).logits.float() - reference).abs().max())
+                   for name, m in models.items() if name != "base"}
+    for name, diff in differs.items():
+        if not diff > 0:
+            raise RuntimeError(f"{name}: logits equal the base model's; the adapter is not doing any arithmetic")
+    checks: dict = {}
+    variants = {}
+    for batch in args.batches:
+        inputs = prompts_batch(tokenizer, batch, device)
+        for name, model in models.items():
+            traces = [False, True] if name in sc.ROUTED else [None]
+            for trace in traces:
+                key = f"{name}|{batch}|{'-' if trace is None else ('on' if trace else 'off')}"
+                variants[key] = make_call(model, inputs, args.max_new_tokens, pad_id, bool(trace), checks, key)
+    samples = sc.interleaved_samples(variants, args.repeats, warmup=1, device=device)
+    rows, results = [], []
+    for key, times in samples.items():
+        name, batch, trace = key.split("|")
+        batch = int(batch)
+        tps = batch * args.max_new_tokens / sc.median(times)
+        base_tps = batch * args.max_new_tokens / sc.median(samples[f"base|{batch}|-"])
+        results.append({"method": name, "device": device, "dtype": dtype_name, "batch": batch,
+                        "trace": {"-": None, "on": True, "off": False}[trace], "seconds": times,
+                        "median_s": sc.median(times), "tokens_per_s": tps, "ratio_to_base": tps / base_tps,
+                        "max_abs_logit_diff_vs_base": differs.get(name), **checks[key]})
+        rows.append([name, device, dtype_name, batch, "—" if trace == "-" else trace, f"{tps:.1f}",
+                     f"{tps / base_tps:.2f}"])
+    payload.setdefault("results", []).extend(results)
+    del models, base
+    return rows
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sc.quiet_transformers()
+    import torch
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(args.threads)
+    plan = sc.plans(args.device)
+    if plan is None:
+        sc.no_cuda_report(args, TITLE)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
+        folder, description = sc.resolve_model(args, Path(tmp))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        env = sc.environment(args)
+        payload: dict = {"model": description, "max_new_tokens": args.max_new_tokens, "batches": args.batches,
+                         "repeats": args.repeats, "methods": args.methods,
+                         "rank": sc.QUICK_RANK if args.quick else sc.FULL_RANK,
+                         "prompt_tokens": {b: prompts_batch(tokenizer, b, "cpu")["attention_mask"].sum(1).tolist()
+                                           for b in args.batches}}
+        rows = []
+        for device, dtype_name in plan:
+            torch.manual_seed(0)
+            rows += measure_plan(args, folder, tokenizer, device, dtype_name, payload)
+    padding = ""
+    if len(args.batches) > 1 or args.batches[0] > 1:
+        lengths = payload["prompt_tokens"][max(args.batches)]
+        padding = f"; batch {max(args.batches)} = prompts of {min(lengths)}-{max(lengths)} tokens, left-padded"
+    notes = [f"model: {description}",
+             f"greedy, use_cache=True, exactly {args.max_new_tokens} new tokens per call{padding}",
+             f"adapters at r = {payload['rank']} on the default targets, B non-zero; "
+             f"medians of {args.repeats} interleaved repeats (order rotated, 1 warm-up each)",
+             "tokens/s = batch x new tokens / one generate() call (prefill included); "
+             "ratio to base = tokens/s / base tokens/s at the same batch and dtype; trace: trace_routing() off/on"]
+    table = sc.table_md(["method", "device", "dtype", "batch", "trace", "tokens/s", "ratio to base"], rows)
+    sc.emit(args, TITLE, env, notes, table, payload)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""The speed and memory benchmarks (benchmarks/speed/) end to end with --quick on a tiny random Llama: each
+script runs as a subprocess, writes its markdown table and JSON, with a row per method and positive ratios.
+No timing is asserted (the machine is shared); the whole file takes about a minute on 2 cores."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SPEED = Path(__file__).resolve().parents[2] / "benchmarks" / "speed"
+METHODS = ["lora", "moelora", "talklora", "ttlora", "ttlora-moe3"]
+ROUTED = ["moelora", "talklora", "ttlora-moe3"]
+
+
+def run_bench(script, tmp_path, *extra, timeout=240):
+    out = tmp_path / (script + ".md")
+    cmd = [sys.executable, str(SPEED / f"{script}.py"), *extra, "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out, done.stdout
+
+
+def table_rows(markdown):
+    """The markdown table as a list of {column: cell} dicts."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert re.fullmatch(r"\|(---\|)+", lines[1])
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def positive(cell):
+    value = float(cell)
+    assert value > 0, cell
+    return value
+
+
+def check_header_and_json(out, script):
+    text = out.read_text()
+    assert f"`python benchmarks/speed/{script}.py --quick" in text  # the exact command
+    for field in ("- date: ", "torch threads 1", "torch ", "transformers "):
+        assert field in text
+    data = json.loads(out.with_suffix(".json").read_text())
+    env = data["environment"]
+    assert env["torch_threads"] == 1 and env["cpu"] and env["command"].startswith("python benchmarks/speed/")
+    assert env["torch"] == torch.__version__ and env["date"]
+    return text, data
+
+
+def test_generate_quick(tmp_path):
+    out, _ = run_bench("bench_generate", tmp_path, "--quick")
+    text, data = check_header_and_json(out, "bench_generate")
+    rows = table_rows(text)
+    seen = {(r["method"], r["batch"], r["trace"]) for r in rows}
+    for batch in ("1", "8"):
+        assert ("base", batch, "—") in seen
+        for method in METHODS:
+            traces = ["off", "on"] if method in ROUTED else ["—"]
+            for trace in traces:
+                assert (method, batch, trace) in seen, (method, batch, trace)
+    assert len(rows) == 2 * (1 + len(METHODS) + len(ROUTED))
+    for row in rows:
+        positive(row["tokens/s"])
+        ratio = positive(row["ratio to base"])
+        if row["method"] == "base":
+            assert ratio == 1.0
+    # The adapters really compute (logits differ from the base's) and traced calls recorded every step.
+    for result in data["results"]:
+        if result["method"] != "base":
+            assert result["max_abs_logit_diff_vs_base"] > 0
+        if result["trace"]:
+            assert result["trace_steps"] == data["max_new_tokens"]
+        assert result["generated"] == data["max_new_tokens"] and len(result["seconds"]) == data["repeats"]
+
+
+def test_train_quick(tmp_path):
+    out, _ = run_bench("bench_train", tmp_path, "--quick")
+    text, data = check_header_and_json(out, "bench_train")
+    rows = {r["method"]: r for r in table_rows(text)}
+    assert list(rows) == ["peft-lora"] + METHODS
+    for row in rows.values():
+        positive(row["tokens/s"])
+        positive(row["speed ratio"])
+        positive(row["memory ratio"])
+        assert positive(row["peak memory"].replace(" MiB", "").replace(",", "")) > 100  # a child's own RSS
+        assert int(row["trainable params"].replace(",", "")) > 0
+    assert float(rows["peft-lora"]["speed ratio"]) == 1.0 and float(rows["peft-lora"]["memory ratio"]) == 1.0
+    # Same rank and targets: plain LoRA has exactly PEFT LoRA's parameters; TalkLoRA's shared banks fewer.
+    assert rows["lora"]["trainable params"] == rows["peft-lora"]["trainable params"]
+    counts = {r["method"]: r["trainable"] for r in data["results"]}
+    assert counts["talklora"] < counts["peft-lora"]
+    assert "TalkLoRA vs PEFT LoRA" in text and "time ratio" in text  # bench_model.py's comparison kept
+
+
+def test_load_quick(tmp_path):
+    out, _ = run_bench("bench_load", tmp_path, "--quick")
+    text, data = check_header_and_json(out, "bench_load")
+    rows = table_rows(text)
+    seen = {(r["method"], r["cache"]): r for r in rows}
+    assert set(seen) == {(m, c) for m in ("base", "talklora") for c in ("cold", "warm")}
+    for (method, _), row in seen.items():
+        positive(row["from_pretrained s"])
+        positive(row["ratio to base"])
+        positive(row["process ratio"])
+        assert row["class"] == ("LlamaForCausalLM" if method == "base" else "TalkLoRAForCausalLM")
+    assert all(result["runs"] for result in data["results"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+def test_device_cuda_without_cuda_says_so_and_skips(tmp_path):
+    out, stdout = run_bench("bench_generate", tmp_path, "--quick", "--device", "cuda", timeout=120)
+    assert "no CUDA here" in stdout and "no CUDA here" in out.read_text()
