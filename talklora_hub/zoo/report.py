@@ -63,14 +63,47 @@ def moe_table(zoo_dir: Optional[Path] = None) -> str:
     return "\n".join(out)
 
 
-def write_report(zoo_dir: Optional[Path] = None) -> Path:
+def paired_table(zoo_dir: Optional[Path] = None) -> str:
+    """The mixture models compared pairwise on the same test examples (paired bootstrap of per-example hits):
+    per task and pooled over the tasks they share."""
+    from ..evaluation.intervals import paired_difference
+
+    zoo_dir = Path(zoo_dir) if zoo_dir else default_zoo_dir()
+    models = {read_record(f)["adapter"]["method"]: read_record(f) for f in shipped_entries(zoo_dir).values()
+              if read_record(f)["kind"] == "model"}
+    pairs = [(a, b) for a, b in (("talklora", "lora"), ("talklora", "moelora"), ("moelora", "lora"))
+             if a in models and b in models]
+    if not pairs:
+        return ""
+    lines = ["| comparison | task | difference | 95% interval | p-value | n |", "|---|---|---|---|---|---|"]
+    for a, b in pairs:
+        shared = [t for t in models[a]["metrics"] if t in models[b]["metrics"]]
+        pooled_a, pooled_b = [], []
+        for task in shared + ["all"]:
+            if task == "all":
+                hits_a, hits_b = pooled_a, pooled_b
+            else:
+                hits_a = [c == "1" for c in models[a]["metrics"][task]["hits"]]
+                hits_b = [c == "1" for c in models[b]["metrics"][task]["hits"]]
+                pooled_a, pooled_b = pooled_a + hits_a, pooled_b + hits_b
+            d = paired_difference(hits_a, hits_b)
+            lines.append(f"| {a} − {b} | {task if task != 'all' else '**all three, pooled**'} | {d['difference']:+.3f} | "
+                         f"[{d['low']:+.3f}, {d['high']:+.3f}] | {d['p_value']:.2f} | {d['n']} |")
+    return "\n".join(lines)
+
+
+def write_report(zoo_dir: Optional[Path] = None, out: Optional[Path] = None) -> Path:
+    """Writes the tables to `out` (default zoo/README.md) and returns its path."""
     zoo_dir = Path(zoo_dir) if zoo_dir else default_zoo_dir()
     text = ["# The shipped zoo", "",
             "Measured by `talklora-hub zoo retrain` on each task's whole test split, on the shipped bf16 weights; "
             "95% Wilson intervals. Regenerate this file with `talklora-hub zoo report`.", "", entries_table(zoo_dir)]
+    paired = paired_table(zoo_dir)
+    if paired:
+        text += ["", "## The mixture models, paired on the same test examples", "", paired]
     moe = moe_table(zoo_dir)
     if moe:
         text += ["", "## TT-LoRA MoE", "", moe]
-    path = zoo_dir / "README.md"
+    path = Path(out) if out else zoo_dir / "README.md"
     path.write_text("\n".join(text) + "\n")
     return path

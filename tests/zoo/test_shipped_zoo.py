@@ -54,3 +54,16 @@ def test_a_shipped_entry_scores_its_recorded_slice(name):
         assert len(result["hits"]) == len(recorded)
         assert flips <= SLACK, (f"{name} on {task}: {flips} of {len(recorded)} slice predictions differ from the record "
                                 f"(now {sum(result['hits'])}/{len(recorded)}, recorded {sum(recorded)}/{len(recorded)})")
+
+
+def test_the_report_has_a_row_per_entry_and_task_and_pairs_the_mixtures(tmp_path):
+    from talklora_hub.zoo.report import write_report
+
+    text = write_report(out=tmp_path / "README.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and " | " in line]
+    for name, folder in ENTRIES.items():
+        for task in read_record(folder)["metrics"]:
+            assert any(line.startswith(f"| {name} |") and f"| {task} |" in line for line in rows), (name, task)
+    if {"talklora", "lora"} <= {read_record(f)["adapter"]["method"] for f in ENTRIES.values()
+                                if read_record(f)["kind"] == "model"}:
+        assert "talklora − lora" in text and "pooled" in text
