@@ -95,8 +95,34 @@ def card_result(record: Dict[str, Any], datasets: Dict[str, str]) -> Dict[str, A
             "datasets": [datasets[t] for t in record["tasks"] if t in datasets], "record": record}
 
 
-def publish_entry(folder: Path, api, bases: Dict[str, Dict[str, str]], datasets: Dict[str, str], user: str):
-    """Attaches one shipped entry to its published base and publishes it; returns the pushed repo id."""
+def _publish_router(folder: Path, record: Dict[str, Any], api, base: Dict[str, str], datasets: Dict[str, str],
+                    user: str, published_experts: Dict[str, str]):
+    """A TT-LoRA MoE router entry, pinned to its experts' published repos and commits (published first)."""
+    from ..hub.publish import publish_router
+    from .shipped import attach_shipped
+
+    missing = [e for e in record["experts"] if f"{user}/{e}" not in published_experts]
+    if missing:
+        raise FileNotFoundError(f"the router {record['name']} needs its experts {missing} published first. Fix: ship "
+                                "them in zoo/ (`talklora-hub zoo retrain --only ...`).")
+    experts = [{"repo_id": f"{user}/{e}", "revision": published_experts[f"{user}/{e}"], "task": t}
+               for e, t in zip(record["experts"], record["tasks"])]
+    model = attach_shipped(folder)
+    model.config.base_model_name_or_path, model.config.base_model_revision = base["repo_id"], base["revision"]
+    result = card_result(record, datasets)
+    result["evaluation"].append({"task": "router: task id", "split": record.get("split", "test"), "metric": "accuracy",
+                                 "value": record["moe"]["router"]["accuracy"], "count": record["moe"]["router"]["n"],
+                                 "dataset": None, "model_index": False})
+    pushed = publish_router(model, f"{user}/{record['name']}", experts=experts, result=result,
+                            base_repo_id=base["repo_id"], base_revision=base["revision"], api=api)
+    _say(f"router {pushed.repo_id}@{pushed.commit[:10]} ({'new commit' if pushed.changed else 'unchanged'})")
+    return pushed
+
+
+def publish_entry(folder: Path, api, bases: Dict[str, Dict[str, str]], datasets: Dict[str, str], user: str,
+                  published_experts: Optional[Dict[str, str]] = None):
+    """Attaches one shipped entry to its published base and publishes it; returns the PushResult.
+    published_experts: {repo id: commit} of the experts already published (a router pins them)."""
     from transformers import AutoTokenizer
 
     from ..data.base_models import base_model_path
@@ -105,6 +131,8 @@ def publish_entry(folder: Path, api, bases: Dict[str, Dict[str, str]], datasets:
 
     record = read_record(folder)
     base = bases[record["base"]["name"]]
+    if record["kind"] == "router":
+        return _publish_router(folder, record, api, base, datasets, user, published_experts or {})
     model = attach_shipped(folder)
     model.config.base_model_name_or_path, model.config.base_model_revision = base["repo_id"], base["revision"]
     tokenizer = AutoTokenizer.from_pretrained(base_model_path(record["base"]["name"]))
@@ -131,9 +159,13 @@ def publish_zoo(plan: PublishPlan, hub) -> Dict[str, Any]:
     bases = publish_bases(api, user, sorted({r["base"]["name"] for r in records.values()}))
     datasets = publish_datasets(api, user, sorted({t for r in records.values() for t in r["tasks"]}))
     published: Dict[str, Any] = {"bases": bases, "datasets": datasets, "models": [], "experts": [], "revisions": {}}
-    for name, folder in tqdm(entries.items(), desc="publish zoo", unit="entry"):
-        pushed = publish_entry(folder, api, bases, datasets, user)
-        published["models" if records[name]["kind"] == "model" else "experts"].append(pushed.repo_id)
+    # Routers last: they pin their experts' published commits.
+    order = sorted(entries, key=lambda n: (records[n]["kind"] == "router", n))
+    published["routers"] = []
+    for name in tqdm(order, desc="publish zoo", unit="entry"):
+        kind = records[name]["kind"]
+        pushed = publish_entry(entries[name], api, bases, datasets, user, published["revisions"])
+        published["models" if kind == "model" else "routers" if kind == "router" else "experts"].append(pushed.repo_id)
         published["revisions"][pushed.repo_id] = pushed.commit
     # The Space opens on the trained TalkLoRA mixture.
     default = f"{user}/{SPACE_DEFAULT}"
