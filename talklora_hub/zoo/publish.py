@@ -27,7 +27,8 @@ from typing import Any, Dict, List, Optional
 from tqdm.auto import tqdm
 
 from ..walkthrough import BLOCK_OWN_PACKAGE
-from .shipped import default_zoo_dir, read_record, shipped_entries
+from .retrain import comparison as compare_with_baselines
+from .shipped import default_zoo_dir, load_baselines, read_record, shipped_entries
 
 # Hub repo names of the offline base models, by bootstrap name.
 BASE_REPOS = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct", "all-minilm-l6-v2": "all-MiniLM-L6-v2"}
@@ -76,7 +77,7 @@ def publish_datasets(api, user: str, tasks: List[str]) -> Dict[str, str]:
     return repos
 
 
-def card_result(record: Dict[str, Any], datasets: Dict[str, str]) -> Dict[str, Any]:
+def card_result(record: Dict[str, Any], datasets: Dict[str, str], zoo_dir: Optional[Path] = None) -> Dict[str, Any]:
     """The shipped record shaped for the model card: training rows, evaluation rows with intervals, the
     baselines beside each task, datasets."""
     timing, recipe, m = record.get("timing", {}), record["recipe"], record.get("machine", {})
@@ -91,7 +92,9 @@ def card_result(record: Dict[str, Any], datasets: Dict[str, str]) -> Dict[str, A
         rows.append({"task": task, "split": record.get("split", "test"), "metric": "accuracy",
                      "value": metrics["accuracy"], "low": metrics["low"], "high": metrics["high"],
                      "count": metrics["n"], "dataset": datasets.get(task)})
-    return {"training": training, "evaluation": rows, "comparison": record.get("comparison", {}),
+    # The margins are recomputed from the shipped baselines, so every card reads the same figures.
+    comparison = compare_with_baselines(record["metrics"], load_baselines(zoo_dir), record["base"]["name"])
+    return {"training": training, "evaluation": rows, "comparison": comparison,
             "datasets": [datasets[t] for t in record["tasks"] if t in datasets], "record": record}
 
 
@@ -109,7 +112,7 @@ def _publish_router(folder: Path, record: Dict[str, Any], api, base: Dict[str, s
                for e, t in zip(record["experts"], record["tasks"])]
     model = attach_shipped(folder)
     model.config.base_model_name_or_path, model.config.base_model_revision = base["repo_id"], base["revision"]
-    result = card_result(record, datasets)
+    result = card_result(record, datasets, folder.parent)
     result["evaluation"].append({"task": "router: task id", "split": record.get("split", "test"), "metric": "accuracy",
                                  "value": record["moe"]["router"]["accuracy"], "count": record["moe"]["router"]["n"],
                                  "dataset": None, "model_index": False})
@@ -136,7 +139,7 @@ def publish_entry(folder: Path, api, bases: Dict[str, Dict[str, str]], datasets:
     model = attach_shipped(folder)
     model.config.base_model_name_or_path, model.config.base_model_revision = base["repo_id"], base["revision"]
     tokenizer = AutoTokenizer.from_pretrained(base_model_path(record["base"]["name"]))
-    result = card_result(record, datasets)
+    result = card_result(record, datasets, folder.parent)
     repo = f"{user}/{record['name']}"
     task = "+".join(record["tasks"])
     if record["kind"] == "model":

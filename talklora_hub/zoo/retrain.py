@@ -88,7 +88,8 @@ def comparison(metrics: Dict[str, Any], baselines: Dict[str, Any], base: str) ->
         against = {"majority class": row.get("majority"), "zero-shot base": row.get("zero_shot", {}).get(base),
                    "TF-IDF + LR": row.get("tfidf_lr")}
         out[task] = {name: {"accuracy": b["value"], "low": b["low"], "high": b["high"],
-                            "margin": m["accuracy"] - b["value"], "above_interval": m["low"] > b["high"]}
+                            "margin": m["accuracy"] - b["value"], "above_interval": m["low"] > b["high"],
+                            "below_interval": m["high"] < b["low"]}
                      for name, b in against.items() if b}
     return out
 
