@@ -28,6 +28,12 @@ def register(subparsers) -> None:
     retrain.add_argument("--no-progress", action="store_true")
     retrain.set_defaults(func=cmd_retrain)
 
+    peft = actions.add_parser("peft-baseline", help="train PEFT LoRA with a causal zoo recipe's budget and store its "
+                                                    "scores in zoo/baselines.json (the cards compare with it)")
+    peft.add_argument("--recipe", default="smollm2-lora-mixture", help="whose budget (default smollm2-lora-mixture)")
+    peft.add_argument("--zoo-dir", default=None)
+    peft.set_defaults(func=cmd_peft_baseline)
+
     recipes = actions.add_parser("recipes", help="the recipes and which entries are shipped")
     recipes.add_argument("--zoo-dir", default=None)
     recipes.set_defaults(func=cmd_recipes)
@@ -58,6 +64,13 @@ def cmd_retrain(args) -> int:
                       progress=not args.no_progress)
     for name, folder in shipped.items():
         print(f"{name}: {folder}")
+    return 0
+
+
+def cmd_peft_baseline(args) -> int:
+    from .retrain import peft_baseline
+
+    peft_baseline(args.recipe, Path(args.zoo_dir) if args.zoo_dir else None)
     return 0
 
 

@@ -70,7 +70,7 @@ def _merge_baselines(zoo_dir: Path, found: Dict[str, Any]) -> Dict[str, Any]:
         for task, row in found.items():
             into = merged.setdefault(task, {})
             for key, value in row.items():
-                if isinstance(value, dict) and key == "zero_shot":
+                if isinstance(value, dict) and key in ("zero_shot", "peft_lora"):
                     into.setdefault(key, {}).update(value)
                 else:
                     into.setdefault(key, value)
@@ -80,13 +80,32 @@ def _merge_baselines(zoo_dir: Path, found: Dict[str, Any]) -> Dict[str, Any]:
     return merged
 
 
+def peft_baseline(recipe_name: str, zoo_dir: Optional[Path] = None, progress: bool = True) -> Dict[str, Any]:
+    """PEFT LoRA trained with a (causal LM) zoo recipe's budget, scored on the same test splits, stored in
+    zoo/baselines.json under each task's "peft_lora" by base name."""
+    from ..evaluation.peft_lora import train_peft_lora
+    from .scoring import score
+
+    zoo_dir = Path(zoo_dir) if zoo_dir else default_zoo_dir()
+    recipe = get_recipe(recipe_name)
+    model, tokenizer, info = train_peft_lora(recipe.train, progress)
+    scored = score(model, tokenizer, recipe.tasks, "causal", recipe.train["max_length"], EVAL_BATCH, progress=progress)
+    found: Dict[str, Any] = {}
+    for task, m in scored.items():
+        found[task] = {"peft_lora": {recipe.base: {"value": m["accuracy"], "low": m["low"], "high": m["high"],
+                                                   "correct": m["correct"], "n": m["n"], "hits": hits_string(m["hits"]),
+                                                   "details": {**info, "recipe": recipe.name}}}}
+        _say(f"PEFT LoRA ({recipe.name}'s budget) {task}: {m['accuracy']:.3f} [{m['low']:.3f}, {m['high']:.3f}]")
+    return _merge_baselines(zoo_dir, found)
+
+
 def comparison(metrics: Dict[str, Any], baselines: Dict[str, Any], base: str) -> Dict[str, Any]:
     """Per task: the entry's accuracy minus each baseline's, and whether the entry's interval lies above it."""
     out = {}
     for task, m in metrics.items():
         row = baselines.get(task, {})
         against = {"majority class": row.get("majority"), "zero-shot base": row.get("zero_shot", {}).get(base),
-                   "TF-IDF + LR": row.get("tfidf_lr")}
+                   "TF-IDF + LR": row.get("tfidf_lr"), "PEFT LoRA, same budget": row.get("peft_lora", {}).get(base)}
         out[task] = {name: {"accuracy": b["value"], "low": b["low"], "high": b["high"],
                             "margin": m["accuracy"] - b["value"], "above_interval": m["low"] > b["high"],
                             "below_interval": m["high"] < b["low"]}
