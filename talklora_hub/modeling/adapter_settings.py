@@ -248,18 +248,28 @@ def paper_factors(n: int) -> List[int]:
     if n < 2:
         return [n]
     lead, rest, count = ([16], n // 16, 3) if n % 16 == 0 and n > 16 else ([], n, 4)
+    return lead + sorted((b for b in balanced_bins(prime_factors(rest), count) if b > 1), reverse=True)
+
+
+def prime_factors(n: int) -> List[int]:
+    """The prime factors of n >= 1, with multiplicity, smallest first (12 -> [2, 2, 3])."""
     primes, p = [], 2
-    while p * p <= rest:
-        while rest % p == 0:
+    while p * p <= n:
+        while n % p == 0:
             primes.append(p)
-            rest //= p
+            n //= p
         p += 1
-    if rest > 1:
-        primes.append(rest)
+    if n > 1:
+        primes.append(n)
+    return primes
+
+
+def balanced_bins(primes: List[int], count: int) -> List[int]:
+    """count products of the primes kept close: each prime, largest first, joins the smallest product so far."""
     bins = [1] * count
     for prime in sorted(primes, reverse=True):
         bins[bins.index(min(bins))] *= prime
-    return lead + sorted((b for b in bins if b > 1), reverse=True)
+    return bins
 
 
 def _paper_layer_factors(d_in: int, d_out: int) -> List[List[int]]:

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from .adapter_base import AdaptedLinear, is_fresh
-from .adapter_settings import config_error
+from .adapter_settings import balanced_bins, config_error, prime_factors
 
 
 def factorize(n: int, max_factor: int = 16) -> List[int]:
@@ -36,18 +36,9 @@ def factorize(n: int, max_factor: int = 16) -> List[int]:
     """
     if n < 2:
         return [n]
-    primes, rest, p = [], n, 2
-    while p * p <= rest:
-        while rest % p == 0:
-            primes.append(p)
-            rest //= p
-        p += 1
-    if rest > 1:
-        primes.append(rest)
+    primes = prime_factors(n)
     count = min(len(primes), max(1, math.ceil(math.log(n) / math.log(max_factor))))
-    bins = [1] * count
-    for prime in sorted(primes, reverse=True):
-        bins[bins.index(min(bins))] *= prime
+    bins = balanced_bins(primes, count)
     return sorted(b for b in bins if b > 1)
 
 
