@@ -42,7 +42,9 @@ def moe_table(zoo_dir: Optional[Path] = None) -> str:
         record = read_record(folder)
         if record["kind"] != "router" or "moe" not in record:
             continue
-        others = list(record["recipe"].get("compare_with", [])) or ["smollm2-lora-mixture"]
+        # Beside the MoE's own figures, each row holds the compared entries' (the recipe's compare_with).
+        own = {"moe", "moe_oracle_routing", "expert_alone", "router_accuracy"}
+        others = [k for k in next(iter(record["moe"]["tasks"].values())) if k not in own]
         header = "| task | MoE | expert alone | MoE, oracle routing | " + " | ".join(others) + " | router accuracy |"
         out += [f"**{name}** (router accuracy {record['moe']['router']['accuracy']:.3f} on "
                 f"{record['moe']['router']['n']} test prompts)", "", header, "|---" * (5 + len(others)) + "|"]

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
-import torch
 from tqdm.auto import tqdm
 
 from .recipes import RECIPES, ZooRecipe, get_recipe, train_command_line
@@ -118,12 +117,7 @@ def ship(recipe: ZooRecipe, result, zoo_dir: Path, baselines: Dict[str, Any], pr
     from .scoring import score
 
     model = result.model
-    if recipe.kind == "router":
-        with torch.no_grad():  # only the router trained; round it like every shipped tensor
-            for param in model.sequence_router.parameters():
-                param.copy_(param.to(torch.bfloat16).to(param.dtype))
-    else:
-        round_adapter_to_bf16(model)
+    round_adapter_to_bf16(model)  # a router stage trains only the router: that is what gets rounded
     started = time.perf_counter()
     scored = score(model, result.tokenizer, recipe.tasks, result.head, recipe.train["max_length"], EVAL_BATCH,
                    progress=progress)
@@ -202,15 +196,11 @@ def moe_report(recipe: ZooRecipe, model, tokenizer, zoo_dir: Path, scored: Dict[
     rows = [r for name in data.names for r in per_task[name]]
     router = router_accuracy(model, tokenizer, rows, data.names, recipe.train["max_length"], EVAL_BATCH)
     oracle = {}
-    for index, task in enumerate(data.names):
-        from ..train.evaluate import score_choices
-
+    for index, task in enumerate(data.names):  # expert e is task e's (the stage-1 order)
         task_rows = per_task[task]
-        choices = [" " + v for v in data.specs[task].verbalizers]
-        scores = score_choices(model, tokenizer, [r["prompt"] for r in task_rows], [choices] * len(task_rows),
-                               recipe.train["max_length"], EVAL_BATCH, forced_experts=[index] * len(task_rows))
-        hits = [max(range(len(s)), key=s.__getitem__) == int(r["label"]) for s, r in zip(scores, task_rows)]
-        oracle[task] = sum(hits) / len(hits)
+        predictions = predict(model, tokenizer, data, task, task_rows, "causal", recipe.train["max_length"],
+                              EVAL_BATCH, forced_expert=index)
+        oracle[task] = sum(p == int(r["label"]) for p, r in zip(predictions, task_rows)) / len(task_rows)
     per_task_rows = {}
     for index, task in enumerate(data.names):
         expert = read_record(zoo_dir / recipe.experts[index])["metrics"][task]

@@ -23,16 +23,18 @@ def test_rows(tasks: Sequence[Any], head: str, split: str = "test"):
 
 
 def predict(model, tokenizer, data, task: str, rows: Sequence[dict], head: str, max_length: int,
-            batch_size: int = 16) -> List[int]:
-    """The predicted label index (within the task's own labels) of each row."""
+            batch_size: int = 16, forced_expert: Optional[int] = None) -> List[int]:
+    """The predicted label index (within the task's own labels) of each row. forced_expert: a TT-LoRA MoE
+    with every sequence sent to that expert (oracle routing) instead of the router's choice."""
     from ..train.evaluate import encoder_predictions, score_choices
 
     if head == "classification":
         return encoder_predictions(model, tokenizer, list(rows), data, max_length, batch_size)
     spec = data.specs[task]
     choices = [" " + v for v in spec.verbalizers]
+    forced = None if forced_expert is None else [forced_expert] * len(rows)
     scores = score_choices(model, tokenizer, [r["prompt"] for r in rows], [choices] * len(rows), max_length,
-                           batch_size)
+                           batch_size, forced_experts=forced)
     return [max(range(len(s)), key=s.__getitem__) for s in scores]
 
 
