@@ -26,7 +26,7 @@ from talklora_hub.modeling.adapter_base import SharedAdapterState  # noqa: E402
 from talklora_hub.modeling.adapter_moelora import MoELoRALinear  # noqa: E402
 from talklora_hub.modeling.adapter_talklora import TalkLoRALinear  # noqa: E402
 from talklora_hub.modeling.adapter_ttlora import TTLoRALinear, tt_reconstruct  # noqa: E402
-from talklora_hub.reference import LoopTalkLoRA  # noqa: E402
+from talklora_hub.testing.oracles import LoopTalkLoRA  # noqa: E402
 
 SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576)]
 TOKENS = (8, 128)

@@ -1,6 +1,6 @@
 """The quality grid's variants, and LoRA's parameter-matched rank.
 
-A variant is a dict of talklora_hub.train.TrainConfig fields (adapter_overrides included); every variant
+A variant is a dict of talklora_hub.train.TrainConfig fields, the adapter's by AdapterSettings' names; every variant
 shares the grid's base, targets, data, steps, lr, batch and max_length, and r unless it sets its own.
 `lora-matched` has r = "matched": LoRA at the rank whose trainable-parameter count is closest to
 `talklora`'s, found by building both adapters on the base on the meta device (no weights are loaded or
@@ -24,11 +24,11 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     # The paper's TalkLoRA: dense routing, B banks shared across layers per projection type (the default).
     "talklora": {"method": "talklora", "num_experts": E},
     # The paper's no-talk ablation: T fixed to the identity, so the router reads the un-mixed chunks.
-    "talklora-notalk": {"method": "talklora", "num_experts": E,
-                        "adapter_overrides": {"talk_init": "identity", "talk_trainable": False}},
-    "talklora-perlayer": {"method": "talklora", "num_experts": E, "adapter_overrides": {"share_expert_banks": False}},
+    "talklora-notalk": {"method": "talklora", "num_experts": E, "talk_init": "identity", "talk_trainable": False},
+    "talklora-perlayer": {"method": "talklora", "num_experts": E, "share_expert_banks": False},
     # Our own design: sparse top-2 routing with the Switch/Mixtral load-balancing loss.
-    "talklora-top2-balance": {"method": "talklora", "num_experts": E, "top_k": 2, "router_aux_loss_coef": 0.01},
+    "talklora-top2-balance": {"method": "talklora", "num_experts": E, "num_experts_per_tok": 2,
+                              "router_aux_loss_coef": 0.01},
 }
 ROUTED = {name for name, v in VARIANTS.items() if v["method"] in ("moelora", "talklora")}
 QUICK_VARIANTS = ["lora", "talklora"]
@@ -55,13 +55,12 @@ def variant_fields(name: str, r: int, matched_rank: Optional[int] = None) -> Dic
 
 
 def _settings(fields: Dict[str, Any], target_modules, lora_dropout: float):
+    """The AdapterSettings the variant trains with the grid's targets and dropout (as run_cell's TrainConfig)."""
     from talklora_hub.modeling import AdapterSettings
+    from talklora_hub.train.config import split_adapter_fields
 
-    values = dict(method=fields["method"], r=fields["r"], num_experts=fields.get("num_experts"),
-                  num_experts_per_tok=fields.get("top_k"), router_aux_loss_coef=fields.get("router_aux_loss_coef", 0.0),
-                  target_modules=target_modules, lora_dropout=lora_dropout)
-    values.update(fields.get("adapter_overrides", {}))
-    return AdapterSettings(**values)
+    adapter, _ = split_adapter_fields(fields)
+    return AdapterSettings(**adapter, target_modules=target_modules, lora_dropout=lora_dropout)
 
 
 def trainable_count(base_path: str, head: str, fields: Dict[str, Any], target_modules=None,

@@ -3,7 +3,7 @@
   python benchmarks/speed/bench_load.py [--model PATH|smollm2-135m-instruct] [--quick] [--repeats 5]
       [--methods talklora] [--threads 1] [--device cpu|cuda] [--no-xet] [--out FILE.md]
 
-Starts the embedded Hub (talklora_hub.hub.local.LocalHub) in a temporary folder, pushes (push_folder)
+Starts the embedded Hub (talklora_hub.localhub.local.LocalHub) in a temporary folder, pushes (push_folder)
   - user/bench-base: the base model re-saved by transformers (a plain LlamaForCausalLM repo), and
   - user/bench-<method>: TalkLoRAForCausalLM.from_base(base, AdapterSettings(method)).save_pretrained(...),
     B non-zero (the full model: base weights + adapter + the remote-code bundle);
@@ -157,8 +157,8 @@ def main(argv=None) -> int:
     sc.quiet_transformers()
     import torch
 
-    from talklora_hub.hub.local import LocalHub
-    from talklora_hub.hub.push import push_folder
+    from talklora_hub.localhub.local import LocalHub
+    from talklora_hub.publish.push import push_folder
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:

@@ -84,7 +84,7 @@ def build_variant(variant: str, folder: str, quick: bool, dtype_name: str):
         from talklora_hub.modeling import TalkLoRAForCausalLM
 
         model = TalkLoRAForCausalLM.from_base(base, sc.adapter_settings(variant, quick))
-        if variant == "ttlora-moe3":  # stage 2: only the sequence router trains (train.compose.freeze_experts)
+        if variant == "ttlora-moe3":  # stage 2: only the sequence router trains (modeling.compose.freeze_experts)
             for name, param in model.named_parameters():
                 param.requires_grad_(name.startswith("sequence_router."))
     sc.make_adapters_nonzero(model)

@@ -13,7 +13,7 @@ manifest entry is skipped, so a second run only stats a few files. Downloads and
 temporary sibling first and are renamed into place, so an interrupted run never leaves a folder
 that looks complete. The sha256 and size of every fetched archive are recorded in manifest.json.
 
-Command line: `talklora-hub data fetch` (see talklora_hub.data.commands) or
+Command line: `talklora-hub data fetch` (see talklora_hub.cli.data) or
 `python -m talklora_hub.data.sources`.
 """
 

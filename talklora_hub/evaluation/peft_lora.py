@@ -30,13 +30,15 @@ class _Scorable(nn.Module):
 
 
 def train_peft_lora(train: Dict[str, Any], progress: bool = True):
-    """train: a zoo recipe's TrainConfig fields (base, tasks, r, target_modules, max_steps, batch_size,
-    max_length, lr, seed; causal LM bases). Returns (model ready to score, tokenizer, info)."""
+    """train: a zoo recipe's TrainConfig fields (base, tasks, r, target_modules, lora_dropout, max_steps,
+    batch_size, max_length, lr, seed; causal LM bases); lora_dropout unset is AdapterSettings' default, as in
+    the zoo's own training. Returns (model ready to score, tokenizer, info)."""
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
     from ..data.base_models import BASE_MODELS, base_model_path
+    from ..modeling.adapter_settings import AdapterSettings
     from ..train.data import BatchPlan, LazyEncoded, collate, pad_id, resolve_tasks
 
     base = str(base_model_path(train["base"])) if train["base"] in BASE_MODELS else train["base"]
@@ -44,8 +46,9 @@ def train_peft_lora(train: Dict[str, Any], progress: bool = True):
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     targets = train.get("target_modules") or ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
-    config = LoraConfig(r=train["r"], lora_alpha=train["r"], lora_dropout=train.get("lora_dropout", 0.05),
-                        target_modules=targets, task_type="CAUSAL_LM")
+    dropout = train.get("lora_dropout", AdapterSettings.lora_dropout)
+    config = LoraConfig(r=train["r"], lora_alpha=train["r"], lora_dropout=dropout, target_modules=targets,
+                        task_type="CAUSAL_LM")
     model = get_peft_model(model, config)
     data = resolve_tasks(list(train["tasks"]), "causal", train["seed"], None, 0, "test")
     encoded = LazyEncoded(data.splits["train"], tokenizer, "causal", train["max_length"], data)

@@ -84,7 +84,8 @@ class AdapterSettings:
 
     TT-LoRA: the DEFAULT here (AdapterSettings(method="ttlora")) is the project's own setting: the
     architecture's default targets (q, k, v, up, down), automatic factors (factorize(): about three
-    balanced factors per side), lora_dropout as given (0 here; the training CLI's default is 0.05).
+    balanced factors per side), lora_dropout as given (0 by default;
+    the zoo's recipes state 0.05).
     The PAPER's setting is the preset AdapterSettings.preset("ttlora-paper", model_config) (see
     ttlora_paper_settings): q and v only, tt_rank 5, tt_alpha 16, no dropout, the paper's hand-set factors.
 

@@ -37,7 +37,7 @@ class TalkLoRAConfig(PretrainedConfig):
         with a warning, so repos written by newer versions keep loading.
     base_model_name_or_path / base_model_revision: where the base weights came from (repo id and
         commit), recorded so experts can be re-attached to exactly the base they were trained on.
-    base_model_fingerprint: a hash of the base weights (see talklora_hub.hub), checked on loading.
+    base_model_fingerprint: a hash of the base weights (see talklora_hub.publish.fingerprint), checked on loading.
     """
 
     model_type = "talklora_hub"

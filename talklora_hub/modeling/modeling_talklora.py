@@ -229,6 +229,26 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"trainable": trainable, "total": sum(p.numel() for p in self.parameters())}
 
+    def print_trainable_parameters(self) -> None:
+        """One line, as peft users expect: trainable and total parameter counts and the trainable share."""
+        counts = self.parameter_counts()
+        share = 100.0 * counts["trainable"] / max(counts["total"], 1)
+        print(f"trainable params: {counts['trainable']:,d} || all params: {counts['total']:,d} || "
+              f"trainable%: {share:.4f}")
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """Inside the block every adapter layer runs its frozen base projection only, so the model computes
+        what the base computes (no routing is recorded; a TT-LoRA MoE's router pass still runs, unused).
+        Trained heads and modules_to_save are the model's own and stay: a classifier keeps its head."""
+        shared = self.adapter_shared
+        enabled = shared.adapters_enabled
+        shared.adapters_enabled = False
+        try:
+            yield
+        finally:
+            shared.adapters_enabled = enabled
+
     def merge_and_unload(self) -> PreTrainedModel:
         """Folds a static adapter (LoRA, a single TT-LoRA) into the base weights and returns the plain
         base-architecture model, which saves and loads without remote code."""
@@ -325,12 +345,13 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
             positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
         if positions is not None and "position_ids" in inspect.signature(backbone.forward).parameters:
             backbone_args["position_ids"] = positions
+        enabled = shared.adapters_enabled  # restored, not set: inside disable_adapter() it stays off
         shared.adapters_enabled = False
         try:
             with torch.no_grad():
                 hidden = backbone(**backbone_args, use_cache=False).last_hidden_state
         finally:
-            shared.adapters_enabled = True
+            shared.adapters_enabled = enabled
         logits = self.sequence_router(hidden, mask)
         shared.sequence_experts = forced if forced is not None else logits.detach().argmax(dim=-1)
         return logits

@@ -61,13 +61,14 @@ def _capture_with(browser, url, out, text, layer, module, width, height, full_pa
         if text is not None:
             page.fill("#trl-text textarea", text)
         page.click("#trl-analyse")
-        page.wait_for_selector("#trl-stats svg rect.trl-bar", timeout=timeout_ms)
+        page.wait_for_selector("#trl-token-heatmap img", timeout=timeout_ms)
         for selector, label in (("#trl-layer", layer), ("#trl-module", module)):
             if label:
                 _pick(page, selector, label)
                 page.wait_for_function(
                     "label => document.querySelector('#trl-tokens .trl-sub').innerText.includes(label)",
                     arg=label.replace("layer ", ""), timeout=timeout_ms)
+                page.wait_for_selector("#trl-token-heatmap img", timeout=timeout_ms)
         page.mouse.move(0, 0)
         page.screenshot(path=str(out), full_page=full_page)
     finally:

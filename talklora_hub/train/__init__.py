@@ -8,9 +8,9 @@
 
 Modules: config (TrainConfig), trainer (train, TrainResult), data (tasks -> batches), evaluate
 (per-task metrics, router accuracy), routing_health (expert load / entropy / CV / dead experts),
-checkpoint (exact resume), compose (TT-LoRA MoE: compose_ttlora_moe, freeze_experts, routing
-control), recipes (the TT-LoRA MoE comparison), commands (CLI). Names are imported lazily so
-`import talklora_hub.train` stays light.
+checkpoint (exact resume), recipes (the TT-LoRA MoE comparison). TT-LoRA MoE composition lives
+with the models (talklora_hub.modeling.compose); the command line in talklora_hub.cli.train; publishing
+a result in talklora_hub.publish. Names are imported lazily so `import talklora_hub.train` stays light.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import importlib
 
 _EXPORTS = {
     "TrainConfig": "config", "train": "trainer", "TrainResult": "trainer",
-    "compose_ttlora_moe": "compose", "freeze_experts": "compose", "sequence_routing_args": "compose",
     "router_accuracy": "evaluate", "RoutingHealth": "routing_health",
     "ttlora_moe_recipe": "recipes", "compare_ttlora_moe": "recipes",
 }

@@ -1,5 +1,10 @@
 """TrainConfig: everything one training run needs, validated before any model or data is loaded.
 
+The adapter is an AdapterSettings (talklora_hub.modeling.adapter_settings), held whole in
+`TrainConfig.adapter`: its field names, defaults and validation live there only. For a flat dict of run
+and adapter fields (the zoo recipes, the quality grid's variants), TrainConfig(...) also takes
+AdapterSettings' fields by their own names and builds `adapter` from them.
+
 Every error names the argument, the rule, the value received and the fix (the same shape as the
 adapter settings' errors), so a typo on the command line fails in a second, not after loading 135M
 parameters.
@@ -8,12 +13,14 @@ parameters.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import hashlib
 import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..modeling.adapter_settings import METHODS, AdapterSettings, config_error
+from ..modeling.adapter_settings import AdapterSettings, config_error
 
 HEADS = ("auto", "causal", "classification")
 SCHEDULERS = ("linear", "cosine", "constant")
@@ -21,13 +28,47 @@ ROUTE_BY = ("router", "task")
 EVAL_SPLITS = ("train", "validation", "test")
 
 # Fields that do not change what is computed: a resumed run may differ in these.
-_NOT_FINGERPRINTED = {"cpu", "output", "resume", "stop_after", "eval_only", "push", "progress", "save_every",
+_NOT_FINGERPRINTED = {"cpu", "output", "resume", "stop_after", "eval_only", "progress", "save_every",
                       "keep_checkpoints", "log_every", "max_eval_examples", "eval_split", "eval_batch_size",
                       "max_new_tokens", "cache_dir"}
+
+ADAPTER_FIELDS = tuple(f.name for f in dataclasses.fields(AdapterSettings))
 
 TaskItem = Union[str, Tuple[str, Any]]
 
 
+def split_adapter_fields(values: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(AdapterSettings fields, everything else) of a flat dict such as a zoo recipe's `train`."""
+    adapter = {k: v for k, v in values.items() if k in ADAPTER_FIELDS}
+    return adapter, {k: v for k, v in values.items() if k not in ADAPTER_FIELDS}
+
+
+def _takes_flat_adapter_fields(cls):
+    """Lets TrainConfig(method="lora", r=8, ...) build `adapter` from AdapterSettings' own field names, so a
+    flat dict of run and adapter fields stays one call; `adapter=AdapterSettings(...)` is the other way."""
+    generated = cls.__init__
+    known = {f.name for f in dataclasses.fields(cls)}
+
+    @functools.wraps(generated)
+    def __init__(self, *args, **values):
+        flat, own = split_adapter_fields(values)
+        unknown = sorted(set(own) - known)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known | set(ADAPTER_FIELDS)), n=1)
+            raise config_error(unknown[0], "is neither a TrainConfig nor an AdapterSettings field", own[unknown[0]],
+                               f"use {close[0]!r}." if close else "see TrainConfig's and AdapterSettings' fields.")
+        if flat:
+            if own.get("adapter") is not None:
+                raise config_error("adapter", "cannot be combined with flat AdapterSettings fields", sorted(flat),
+                                   "pass adapter=AdapterSettings(...) or the adapter's fields, not both.")
+            own["adapter"] = AdapterSettings(**flat)  # AdapterSettings' own defaults and validation
+        generated(self, *args, **own)
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_takes_flat_adapter_fields
 @dataclasses.dataclass
 class TrainConfig:
     """One training run.
@@ -36,12 +77,15 @@ class TrainConfig:
         "all-minilm-l6-v2"). tokenizer: its folder/id when it differs from base.
     tasks: task names and/or (name, DatasetDict) pairs (e.g. from load_task_from_dataset); a
         comma-separated string is split. Several tasks are mixed with talklora_hub.data.mix_tasks.
-    method, r, num_experts, top_k (num_experts_per_tok), lora_alpha, lora_dropout, target_modules,
-        router_aux_loss_coef, tt_rank, tt_alpha: the adapter (AdapterSettings); adapter_overrides
-        sets any other AdapterSettings field.
+    adapter: the AdapterSettings to train (method, r, num_experts, num_experts_per_tok, lora_dropout,
+        target_modules, ...). Its fields may instead be passed flat, by AdapterSettings' names:
+        TrainConfig(method="lora", r=8, ...) is TrainConfig(adapter=AdapterSettings(method="lora", r=8), ...).
+        A TT-LoRA MoE stage-2 run (ttlora_experts) composes its experts' settings instead; only its
+        method ("ttlora") is read.
     head: "causal" (loss on answer tokens only), "classification" (a head over the task's labels, for
         encoders such as BERT) or "auto" (classification for encoder-only bases, causal otherwise).
-    lr, weight_decay, warmup_ratio, lr_scheduler, max_grad_norm: AdamW and its schedule.
+    lr, weight_decay, warmup_ratio, lr_scheduler, max_grad_norm: AdamW and its schedule (transformers'
+        get_scheduler; the warm-up's first step already trains, at lr / (warm-up steps + 1)).
     epochs / max_steps: length (max_steps wins); batch_size per process, grad_accum micro-batches per
         step; max_length in tokens (long prompts keep their head and their tail).
     bf16: bfloat16 autocast where the hardware runs bf16 natively (a GPU, a CPU with AVX512-BF16 or
@@ -61,23 +105,12 @@ class TrainConfig:
         per task, in task order; they are composed and frozen and only the router trains, with
         router_ce_weight * cross-entropy on the task id plus the task loss. route_by: "router" (the
         paper: the noisy top-1 expert serves the sequence) or "task" (teacher forcing).
-    push: a Hub repo id to publish the trained model and its train_result.json to.
     """
 
     base: str = ""
     tasks: Union[str, Sequence[TaskItem]] = ()
     tokenizer: Optional[str] = None
-    method: str = "talklora"
-    r: int = 32
-    num_experts: Optional[int] = None
-    top_k: Optional[int] = None
-    lora_alpha: Optional[float] = None
-    lora_dropout: float = 0.05
-    target_modules: Optional[Union[List[str], str]] = None
-    router_aux_loss_coef: float = 0.0
-    tt_rank: int = 5
-    tt_alpha: float = 16.0
-    adapter_overrides: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    adapter: AdapterSettings = dataclasses.field(default_factory=AdapterSettings)
     head: str = "auto"
     lr: float = 3e-4
     weight_decay: float = 0.0
@@ -109,7 +142,6 @@ class TrainConfig:
     ttlora_experts: Optional[Sequence[Any]] = None
     router_ce_weight: float = 21.0
     route_by: str = "router"
-    push: Optional[str] = None
     progress: bool = True
     cache_dir: Optional[str] = None
 
@@ -126,9 +158,22 @@ class TrainConfig:
 
     # ---- validation ---------------------------------------------------------------------------
     def validate(self) -> None:
+        """The run's own rules; the adapter's are AdapterSettings' (checked when it was built)."""
         if not self.base or not isinstance(self.base, (str, os.PathLike)):
             raise config_error("base", "must name a base model (a folder, a Hub id or a bootstrapped name)", self.base,
                                "pass e.g. base='smollm2-135m-instruct' or --base PATH.")
+        self._validate_tasks()
+        self._validate_adapter()
+        self._validate_choices()
+        self._validate_numbers()
+        if (self.resume or self.save_every or self.stop_after) and not self.output:
+            raise config_error("output", "must be set to checkpoint or resume (resume/save_every/stop_after given)",
+                               self.output, "pass output=DIR (--output DIR).")
+        if self.stop_after is not None and self.max_steps is not None and self.stop_after > self.max_steps:
+            raise config_error("stop_after", f"must be <= max_steps={self.max_steps}", self.stop_after,
+                               "stop earlier, or raise max_steps.")
+
+    def _validate_tasks(self) -> None:
         if not self.tasks:
             raise config_error("tasks", "must name at least one task", self.tasks,
                                "pass e.g. tasks=['spam'] or --task spam,gsm8k.")
@@ -136,13 +181,31 @@ class TrainConfig:
             if not (isinstance(item, str) or (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str))):
                 raise config_error("tasks", "items must be task names or (name, DatasetDict) pairs", item,
                                    "pass a registered task name, or the pair load_task_from_dataset's name and result.")
-        names = [self.task_name(item) for item in self.tasks]
+        names = self.task_names
         if len(set(names)) != len(names):
             raise config_error("tasks", "must name each task once", names, "remove the repeated task names.")
-        if self.method not in METHODS:
-            raise config_error("method", f"must be one of {list(METHODS)}", self.method,
-                               "pick one of the listed adapter methods, e.g. --method talklora.")
-        self.adapter_settings()  # AdapterSettings' own rules (r divisible by E, top-k range, ...)
+
+    def _validate_adapter(self) -> None:
+        """The adapter against the run: what it is, and the TT-LoRA MoE's two stages."""
+        if not isinstance(self.adapter, AdapterSettings):
+            raise config_error("adapter", "must be an AdapterSettings", type(self.adapter).__name__,
+                               "pass adapter=AdapterSettings(...), or its fields flat (method=..., r=...).")
+        method, experts = self.adapter.method, self.adapter.num_experts
+        if self.ttlora_experts is None:
+            if method == "ttlora" and experts != 1:
+                raise config_error("num_experts", "must be 1 for method='ttlora' when training (stage 1 trains one "
+                                   "expert per task; stage 2 composes them)", experts,
+                                   "train single experts, then pass them as ttlora_experts (or `train ttlora-moe`).")
+            return
+        if method != "ttlora":
+            raise config_error("method", "must be 'ttlora' when ttlora_experts is given (TT-LoRA MoE stage 2)",
+                               method, "pass method='ttlora'.")
+        if len(self.ttlora_experts) != len(self.tasks) or len(self.tasks) < 2:
+            raise config_error("ttlora_experts", f"must hold one expert per task ({len(self.tasks)} tasks: "
+                               f"{self.task_names}), at least two", f"{len(self.ttlora_experts)} experts",
+                               "train one single-expert TT-LoRA per task first (stage 1), in task order.")
+
+    def _validate_choices(self) -> None:
         if self.head not in HEADS:
             raise config_error("head", f"must be one of {list(HEADS)}", self.head, "use 'auto' unless you must force it.")
         if self.bf16 not in (False, True, "force"):
@@ -155,6 +218,8 @@ class TrainConfig:
                                "use 'router' (the paper's noisy top-1) or 'task' (teacher forcing).")
         if self.eval_split not in EVAL_SPLITS:
             raise config_error("eval_split", f"must be one of {list(EVAL_SPLITS)}", self.eval_split, "use 'test'.")
+
+    def _validate_numbers(self) -> None:
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "max_length": self.max_length,
                     "log_every": self.log_every, "keep_checkpoints": self.keep_checkpoints,
                     "max_new_tokens": self.max_new_tokens}
@@ -182,22 +247,6 @@ class TrainConfig:
             raise config_error("max_grad_norm", "must be > 0 or None (no clipping)", self.max_grad_norm, "use 1.0.")
         if not self.router_ce_weight >= 0:
             raise config_error("router_ce_weight", "must be >= 0", self.router_ce_weight, "use 21 (the paper's weight).")
-        if (self.resume or self.save_every or self.stop_after) and not self.output:
-            raise config_error("output", "must be set to checkpoint or resume (resume/save_every/stop_after given)",
-                               self.output, "pass output=DIR (--output DIR).")
-        if self.stop_after is not None and self.max_steps is not None and self.stop_after > self.max_steps:
-            raise config_error("stop_after", f"must be <= max_steps={self.max_steps}", self.stop_after,
-                               "stop earlier, or raise max_steps.")
-        if self.ttlora_experts is not None:
-            if self.method != "ttlora":
-                raise config_error("method", "must be 'ttlora' when ttlora_experts is given (TT-LoRA MoE stage 2)",
-                                   self.method, "pass method='ttlora'.")
-            if len(self.ttlora_experts) != len(self.tasks) or len(self.tasks) < 2:
-                raise config_error("ttlora_experts", f"must hold one expert per task ({len(self.tasks)} tasks: "
-                                   f"{names}), at least two", f"{len(self.ttlora_experts)} experts",
-                                   "train one single-expert TT-LoRA per task first (stage 1), in task order.")
-        if self.push is not None and (not isinstance(self.push, str) or "/" not in self.push):
-            raise config_error("push", "must be a Hub repo id 'owner/name'", self.push, "pass e.g. --push me/talklora-spam.")
 
     # ---- derived ------------------------------------------------------------------------------
     @staticmethod
@@ -212,36 +261,23 @@ class TrainConfig:
     def is_moe_router_stage(self) -> bool:
         return self.ttlora_experts is not None
 
-    def adapter_settings(self) -> AdapterSettings:
-        """The AdapterSettings this run trains (a stage-2 run composes its experts' settings instead)."""
-        values = dict(method=self.method, r=self.r, num_experts=self.num_experts, num_experts_per_tok=self.top_k,
-                      lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, target_modules=self.target_modules,
-                      router_aux_loss_coef=self.router_aux_loss_coef, tt_rank=self.tt_rank, tt_alpha=self.tt_alpha)
-        values.update(self.adapter_overrides)
-        if self.method == "ttlora" and self.ttlora_experts is None and values.get("num_experts") not in (None, 1):
-            raise config_error("num_experts", "must be 1 for method='ttlora' when training (stage 1 trains one expert "
-                               "per task; stage 2 composes them)", values["num_experts"],
-                               "train single experts, then pass them as ttlora_experts (or `train ttlora-moe`).")
-        try:
-            return AdapterSettings(**values)
-        except TypeError as error:
-            raise config_error("adapter_overrides", "must only name AdapterSettings fields",
-                               sorted(self.adapter_overrides), f"remove the unknown keys ({error}).") from None
-
     def to_dict(self) -> Dict[str, Any]:
-        """JSON-safe: datasets passed in memory are recorded by name, experts by path or class name."""
+        """JSON-safe: the adapter as its settings' dict, datasets passed in memory by name, experts by path
+        or class name."""
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "tasks":
                 value = self.task_names
+            elif f.name == "adapter":
+                value = value.to_dict()
             elif f.name == "ttlora_experts" and value is not None:
-                value = [v if isinstance(v, (str, os.PathLike)) else type(v).__name__ for v in value]
-                value = [os.fspath(v) for v in value]
+                value = [os.fspath(v) if isinstance(v, (str, os.PathLike)) else type(v).__name__ for v in value]
             out[f.name] = value
         return json.loads(json.dumps(out, default=str))
 
     def fingerprint(self) -> str:
-        """A hash of the fields that define the computation; a resume must match it."""
+        """A hash of the fields that define the computation (every adapter setting included); a resume
+        must match it."""
         values = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]

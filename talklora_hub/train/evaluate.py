@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from .compose import sequence_routing_args
+from ..modeling.compose import sequence_routing_args
 from .data import TaskData, encode_prompts, encode_targets, eos_id, fit_prompt, pad_id
 from .routing_health import RoutingHealth
 

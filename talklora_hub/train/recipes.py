@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Union
 
 from .config import TrainConfig
 from .trainer import TrainResult, train
@@ -25,7 +25,8 @@ from .trainer import TrainResult, train
 
 @dataclasses.dataclass
 class RecipeSettings:
-    """Knobs of the TT-LoRA MoE comparison (steps per stage, learning rates, sizes)."""
+    """Knobs of the TT-LoRA MoE comparison (steps per stage, learning rates, sizes). lora_dropout: the
+    dropout of the stage-1 experts and of the LoRA baseline (the router stage composes the experts')."""
 
     expert_steps: int = 200
     router_steps: int = 100
@@ -36,10 +37,11 @@ class RecipeSettings:
     lora_r: int = 8
     tt_rank: int = 5
     tt_alpha: float = 16.0
+    lora_dropout: float = 0.05
     router_ce_weight: float = 21.0
     batch_size: int = 8
     max_length: int = 256
-    bf16: bool = False
+    bf16: Union[bool, str] = False
     seed: int = 0
     max_train_examples: Optional[int] = None
     max_eval_examples: Optional[int] = 64
@@ -62,7 +64,8 @@ def ttlora_moe_recipe(base: str, tasks: Sequence[Any], output: Optional[str] = N
     experts: Dict[str, TrainResult] = {}
     for item, name in zip(tasks, names):
         experts[name] = train(TrainConfig(tasks=[item], method="ttlora", num_experts=1, tt_rank=s.tt_rank,
-                                          tt_alpha=s.tt_alpha, lr=s.expert_lr, max_steps=s.expert_steps,
+                                          tt_alpha=s.tt_alpha, lora_dropout=s.lora_dropout, lr=s.expert_lr,
+                                          max_steps=s.expert_steps,
                                           output=str(out / "experts" / name) if out else None, **common))
         if experts[name].model_dir:  # saved: reload it for composing, free the memory now
             experts[name].model = None
@@ -73,7 +76,8 @@ def ttlora_moe_recipe(base: str, tasks: Sequence[Any], output: Optional[str] = N
     oracle = evaluate_oracle(moe, common["max_length"], s) if s.oracle else None
     lora = None
     if s.include_lora:
-        lora = train(TrainConfig(tasks=list(tasks), method="lora", r=s.lora_r, lr=s.lora_lr,
+        lora = train(TrainConfig(tasks=list(tasks), method="lora", r=s.lora_r, lora_dropout=s.lora_dropout,
+                                 lr=s.lora_lr,
                                  max_steps=s.lora_steps or s.expert_steps * len(names),
                                  output=str(out / "lora_multitask") if out else None, **common))
     comparison = compare_ttlora_moe(moe, experts, lora, oracle)

@@ -1,10 +1,10 @@
 """Routing health while training: how each routed module spreads its tokens over the experts.
 
 Per module it accumulates, over real (non-pad) tokens, the summed routing weight per expert (its load)
-and the summed per-token entropy; summaries turn those into the figures of
-talklora_hub.analysis.routing_stats.balance_summary (mean load per expert, mean and normalised
-entropy, coefficient of variation of the load, the busiest expert's share, dead experts below a
-load threshold), per module, per layer (modules of a layer averaged) and overall. Two accumulators
+and the summed per-token entropy (talklora_hub.analysis.routing_stats.routing_sums); summaries turn
+those into the figures of talklora_hub.analysis.routing_stats.balance_figures (mean load per expert,
+mean and normalised entropy, coefficient of variation of the load, the busiest expert's share, dead
+experts below a load threshold), per module, per layer (modules of a layer averaged) and overall. Two accumulators
 run side by side: a window reset at every log line, and the whole run (saved in checkpoints, summed
 over processes at the end). A TT-LoRA MoE's sequence router is tracked as the module
 "sequence_router": its load is the share of sequences sent to each expert, its entropy that of the
@@ -13,14 +13,13 @@ router's softmax.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from ..analysis.routing_stats import token_entropy
-from ..modeling.adapter_base import layer_index_of
+from ..analysis.module_names import group_by_layer
+from ..analysis.routing_stats import DEAD_THRESHOLD, balance_figures, routing_sums, token_entropy
 
 SEQUENCE_ROUTER = "sequence_router"
 
@@ -52,19 +51,14 @@ class _Accumulator:
 
 
 def _figures(load: torch.Tensor, mean_entropy: float, dead_threshold: float) -> Dict[str, object]:
-    num_experts = load.numel()
-    cv = float(load.std(unbiased=False) / load.mean()) if float(load.sum()) > 0 else 0.0
-    return {"load": [round(float(x), 6) for x in load],
-            "mean_entropy": mean_entropy,
-            "normalized_entropy": mean_entropy / math.log(num_experts) if num_experts > 1 else 0.0,
-            "load_cv": cv, "max_share": float(load.max()) if num_experts else 0.0,
-            "dead_experts": int((load < dead_threshold).sum())}
+    """The logged figures of one module or layer: its load (E,) rounded for the logs, then balance_figures."""
+    return {"load": [round(float(x), 6) for x in load], **balance_figures(load, mean_entropy, dead_threshold)}
 
 
 class RoutingHealth:
     """Collects routing per step; `summary()` gives per-module, per-layer and overall figures."""
 
-    def __init__(self, dead_threshold: float = 0.02):
+    def __init__(self, dead_threshold: float = DEAD_THRESHOLD):
         self.dead_threshold = dead_threshold
         self.window = _Accumulator()
         self.total = _Accumulator()
@@ -80,12 +74,12 @@ class RoutingHealth:
     @torch.no_grad()
     def update_tokens(self, weights: Sequence[torch.Tensor], names: Sequence[str],
                       attention_mask: Optional[torch.Tensor]) -> None:
-        """weights: one (batch, seq, E) tensor per routed module; attention_mask: (batch, seq)."""
+        """weights: one (batch, seq, E) tensor per routed module; attention_mask: (batch, seq), ignored for
+        a module whose tokens it does not match one to one."""
         for w, name in zip(weights, names):
-            flat = w.reshape(-1, w.shape[-1]).float()
-            if attention_mask is not None and attention_mask.numel() == flat.shape[0]:
-                flat = flat[attention_mask.reshape(-1).bool().to(flat.device)]
-            self._add(name, flat.sum(0), float(token_entropy(flat).sum()), flat.shape[0])
+            tokens = w.numel() // w.shape[-1] if w.shape[-1] else 0
+            mask = attention_mask if attention_mask is not None and attention_mask.numel() == tokens else None
+            self._add(name, *routing_sums(w, mask))
 
     @torch.no_grad()
     def update_sequences(self, logits: torch.Tensor, chosen: torch.Tensor) -> None:
@@ -113,7 +107,7 @@ class RoutingHealth:
         was routed). Layer figures average the modules' loads and entropies; overall averages the
         modules' figures (mean normalised entropy, mean load CV, dead experts summed)."""
         acc = self.total if which == "total" else self.window
-        modules, per_layer = OrderedDict(), OrderedDict()
+        modules, token_routed = OrderedDict(), []
         for name, (load_sum, ent_sum, count) in acc.modules.items():
             if count <= 0:
                 continue
@@ -121,11 +115,12 @@ class RoutingHealth:
             modules[name] = _figures(load, entropy, self.dead_threshold)
             modules[name]["tokens"] = int(count)
             if name != SEQUENCE_ROUTER:
-                per_layer.setdefault(layer_index_of(name), []).append((load, entropy))
+                token_routed.append((name, load, entropy))
         layers = OrderedDict()
-        for layer, items in sorted(per_layer.items()):
-            load = torch.stack([l for l, _ in items]).mean(0)
-            layers[str(layer)] = _figures(load, sum(e for _, e in items) / len(items), self.dead_threshold)
+        for layer, positions in group_by_layer([name for name, _, _ in token_routed]).items():
+            load = torch.stack([token_routed[i][1] for i in positions]).mean(0)
+            entropy = sum(token_routed[i][2] for i in positions) / len(positions)
+            layers[str(layer)] = _figures(load, entropy, self.dead_threshold)
         overall = {}
         if modules:
             values = list(modules.values())

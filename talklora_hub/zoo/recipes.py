@@ -10,6 +10,9 @@ Why these settings (measured on a 2-core CPU, see the README's zoo section and e
 - MiniLM: the calibration run (lr 1e-3, 150 steps x 16 x 128) scored 0.954 on spam.
 - Mixture models of the three methods share every budget field (steps, batch, length, rank, data,
   seed, layers): the zoo itself is a fair comparison.
+- Adapter dropout 0.05 on every trained adapter: the shipped weights were trained with it (it was the training
+  default then; AdapterSettings' default is 0, so the recipes state it). The router recipe has none of its own:
+  it trains only the router over the experts, which keep their own settings.
 - TT-LoRA MoE (arXiv 2504.21190): one TT-LoRA expert per task on the same top ten blocks and projections
   (the project's default factorisation, not the paper's q,v preset: with the adapter confined to ten
   blocks, q and v alone leave too little to adapt), 80 steps each, so the three experts together train
@@ -28,12 +31,12 @@ LM_TASKS = ("spam", "fortune_topic", "sotu_party")
 ENCODER_TASKS = ("spam", "fortune_topic", "sotu_party", "sotu_era")
 TOP_LAYERS = r"model\.layers\.(2[0-9])\.(self_attn\.[qkv]_proj|mlp\.(up|down)_proj)"
 
-_LM_MIXTURE = dict(base=SMOLLM2, tasks=list(LM_TASKS), r=16, target_modules=TOP_LAYERS, max_steps=240, batch_size=8,
-                   max_length=64, lr=3e-3, seed=0, save_every=40)
-_TT_EXPERT = dict(base=SMOLLM2, method="ttlora", num_experts=1, target_modules=TOP_LAYERS, tt_rank=5, tt_alpha=16.0,
-                  max_steps=80, batch_size=8, max_length=64, lr=5e-3, seed=0, save_every=40)
-_ENCODER = dict(base=MINILM, method="talklora", r=16, num_experts=4, batch_size=16, max_length=128, lr=1e-3, seed=0,
-                save_every=50)
+_LM_MIXTURE = dict(base=SMOLLM2, tasks=list(LM_TASKS), r=16, lora_dropout=0.05, target_modules=TOP_LAYERS,
+                   max_steps=240, batch_size=8, max_length=64, lr=3e-3, seed=0, save_every=40)
+_TT_EXPERT = dict(base=SMOLLM2, method="ttlora", num_experts=1, lora_dropout=0.05, target_modules=TOP_LAYERS, tt_rank=5,
+                  tt_alpha=16.0, max_steps=80, batch_size=8, max_length=64, lr=5e-3, seed=0, save_every=40)
+_ENCODER = dict(base=MINILM, method="talklora", r=16, num_experts=4, lora_dropout=0.05, batch_size=16, max_length=128,
+                lr=1e-3, seed=0, save_every=50)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +46,9 @@ class ZooRecipe:
     name: the entry's folder under zoo/ and its repo name on a Hub; kind: "model" (published as a full
     model the Space and AutoModel load), "expert" (adapter only, attached to its pinned base) or
     "router" (a TT-LoRA MoE router over the expert entries named in `experts`, in task order);
-    train: TrainConfig fields; summary: one line for the card and the zoo index; compare_with: entries
-    whose scores the record sets beside this one's (a router: the multi-task LoRA).
+    train: TrainConfig fields, the adapter's flat by AdapterSettings' names (TrainConfig(**train) takes
+    them); summary: one line for the card and the zoo index; compare_with: entries whose scores the
+    record sets beside this one's (a router: the multi-task LoRA).
     """
 
     name: str
@@ -120,7 +124,7 @@ def train_command_line(recipe: ZooRecipe) -> str:
         parts = ["talklora-hub train", f"--experts {','.join('zoo/' + e for e in recipe.experts)}"]
     parts += [f"--base {t['base']}", f"--method {t['method']}", f"--task {','.join(recipe.task_names)}"]
     flags = (("r", "--r"), ("num_experts", "--num-experts"), ("tt_rank", "--tt-rank"), ("tt_alpha", "--tt-alpha"),
-             ("max_steps", "--max-steps"), ("batch_size", "--batch-size"), ("max_length", "--max-length"),
+             ("lora_dropout", "--lora-dropout"), ("max_steps", "--max-steps"), ("batch_size", "--batch-size"), ("max_length", "--max-length"),
              ("lr", "--lr"), ("router_ce_weight", "--router-ce-weight"), ("seed", "--seed"))
     for key, flag in flags:
         if t.get(key) is not None:

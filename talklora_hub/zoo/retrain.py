@@ -28,7 +28,6 @@ def _say(message: str) -> None:
 def compute_baselines(zoo_dir: Path, tasks: Iterable[str], bases: Dict[str, str], progress: bool = True) -> Dict[str, Any]:
     """zoo/baselines.json: per task, majority class, TF-IDF + LR (full training split and 400 examples) and
     the zero-shot base of each base model that has entries on the task; only missing figures are computed."""
-    import json
 
     from ..data.base_models import base_model_path
     from ..evaluation import baselines as bl

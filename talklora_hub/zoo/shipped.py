@@ -1,7 +1,7 @@
 """The shipped zoo on disk: zoo/<entry>/ in the repository, one folder per recipe.
 
     zoo/<entry>/adapter_model.safetensors   the adapter's trainable tensors, bf16
-    zoo/<entry>/talklora_expert.json        the expert format of talklora_hub.hub.artifacts (the base is
+    zoo/<entry>/talklora_expert.json        the expert format of talklora_hub.publish.artifacts (the base is
                                             pinned by its weight fingerprint; repo id and commit are filled
                                             in when the entry is published to a Hub)
     zoo/<entry>/router.safetensors          (a TT-LoRA MoE router entry instead: the router's tensors, bf16,
@@ -82,7 +82,7 @@ def write_entry(folder: Union[str, os.PathLike], model, record: Dict[str, Any], 
                 router_experts: Optional[List[Dict[str, str]]] = None) -> Path:
     """Writes the entry atomically: the expert (or, given router_experts, the router) export with bf16
     tensors, and record.json beside it."""
-    from ..hub.artifacts import export_expert, export_router
+    from ..publish.artifacts import export_expert, export_router
     from ..modeling.modeling_talklora import staged_directory
 
     folder = Path(folder)
@@ -141,7 +141,7 @@ def attach_shipped(folder: Union[str, os.PathLike], base=None):
     """The entry as a ready model: its adapter attached to its base (the bootstrapped offline base model
     unless `base` is given), the base checked by fingerprint. A router entry is composed with its expert
     entries (found beside it in the same zoo folder)."""
-    from ..hub.artifacts import attach_expert
+    from ..publish.artifacts import attach_expert
 
     folder = Path(folder)
     if (folder / ROUTER_META).is_file():
@@ -156,9 +156,9 @@ def attach_shipped_router(folder: Path, base=None):
     """A TT-LoRA MoE router entry composed with its shipped experts on one copy of the base."""
     from safetensors.torch import load_file
 
-    from ..hub.artifacts import ArtifactError, read_expert
-    from ..hub.fingerprint import base_fingerprint
-    from ..train.compose import compose_from_cores
+    from ..publish.artifacts import ArtifactError, read_expert
+    from ..publish.fingerprint import base_fingerprint
+    from ..modeling.compose import compose_from_cores
 
     meta = json.loads((folder / ROUTER_META).read_text())
     parts = [read_expert(folder.parent / e["repo_id"]) for e in meta["experts"]]

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from talklora_hub.data import commands
+from talklora_hub.cli import data as commands
 
 
 def _parser():

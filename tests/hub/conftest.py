@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from talklora_hub.hub import LocalHub
+from talklora_hub.localhub import LocalHub
 
 _counter = itertools.count()
 

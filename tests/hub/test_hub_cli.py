@@ -11,9 +11,9 @@ from pathlib import Path
 import huggingface_hub.constants as constants
 
 import talklora_hub
-from talklora_hub.hub.auth import AuthStore
-from talklora_hub.hub.commands import register
-from talklora_hub.hub.clients import use_hub
+from talklora_hub.localhub.auth import AuthStore
+from talklora_hub.cli.hub import register
+from talklora_hub.localhub.clients import use_hub
 
 
 def test_register_adds_hub_serve():
@@ -27,7 +27,7 @@ def test_register_adds_hub_serve():
 
 def test_create_token_command(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(Path(talklora_hub.__file__).parent.parent))
-    result = subprocess.run([sys.executable, "-m", "talklora_hub.hub", "create-token", "--root", str(tmp_path),
+    result = subprocess.run([sys.executable, "-m", "talklora_hub.cli", "hub", "create-token", "--root", str(tmp_path),
                              "--user", "bob", "--org", "team"], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     principal = AuthStore(tmp_path).authenticate(result.stdout.strip())

@@ -8,7 +8,7 @@ import pytest
 
 import lz4.frame
 
-from talklora_hub.hub.xet import (COMPRESSION_BG4_LZ4, COMPRESSION_LZ4, ChunkRecord, XetFormatError, _bg4_regroup,
+from talklora_hub.localhub.xet import (COMPRESSION_BG4_LZ4, COMPRESSION_LZ4, ChunkRecord, XetFormatError, _bg4_regroup,
                                   decode_chunk, hash_to_hex, hex_to_hash)
 
 

@@ -15,7 +15,7 @@ from huggingface_hub import HfApi, hf_hub_download
 
 from hub_test_utils import auth, commit_lfs, lfs_batch, object_path
 
-from talklora_hub.hub.xet import SHARD_HEADER_TAG, hex_to_hash
+from talklora_hub.localhub.xet import SHARD_HEADER_TAG, hex_to_hash
 
 
 def test_xet_upload_of_large_file(hub, api, repo_id, tmp_path):

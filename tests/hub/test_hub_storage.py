@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+import time
+
 import pytest
 
-from talklora_hub.hub.objects import HashMismatch, ObjectStore, git_blob_oid, lfs_pointer
-from talklora_hub.hub.paths import InvalidName, check_file_path, check_ref_name
-from talklora_hub.hub.storage import (
+from talklora_hub.localhub.objects import HashMismatch, ObjectStore, git_blob_oid, lfs_pointer
+from talklora_hub.localhub.paths import InvalidName, check_file_path, check_ref_name
+from talklora_hub.localhub.storage import (
     AddFile,
     CommitConflict,
     DeleteFile,
     DeleteFolder,
     EntryNotFound,
+    ExclusiveLock,
     FileEntry,
     HubStorage,
     InvalidCommit,
@@ -112,3 +118,64 @@ def test_good_paths_and_refs():
     for bad in ("../x", "a//b", "a/", "x.lock"):
         with pytest.raises(InvalidName):
             check_ref_name(bad)
+
+
+# ---------------------------------------------------------------------------- locks
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from talklora_hub.localhub.storage import ExclusiveLock
+with ExclusiveLock(Path(sys.argv[1])):
+    Path(sys.argv[2]).touch()   # tells the parent the lock is held
+    time.sleep(float(sys.argv[3]))
+"""
+
+
+def _holder(tmp_path, seconds: float) -> subprocess.Popen:
+    """A child process that holds the lock at tmp_path/'.lock' for `seconds`; returned once it holds it."""
+    ready = tmp_path / "held"
+    child = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / ".lock"), str(ready), str(seconds)])
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert child.poll() is None and time.monotonic() < deadline, "the lock holder did not start"
+        time.sleep(0.01)
+    return child
+
+
+def test_lock_excludes_threads_of_the_process(tmp_path):
+    inside, most = [0], [0]
+
+    def worker():
+        for _ in range(20):
+            with ExclusiveLock(tmp_path / ".lock"):
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                time.sleep(0.001)
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1
+
+
+def test_lock_excludes_another_process_until_it_lets_go(tmp_path):
+    child = _holder(tmp_path, 1.0)
+    started = time.monotonic()
+    with ExclusiveLock(tmp_path / ".lock"):
+        waited = time.monotonic() - started
+    assert waited > 0.5 and child.wait(timeout=30) == 0
+
+
+def test_lock_of_a_killed_process_is_free_at_once(tmp_path):
+    """A server killed while committing must not block the next one: the kernel drops a flock with
+    its holder (a marker-file lock would stay behind)."""
+    child = _holder(tmp_path, 60)
+    child.kill()
+    child.wait(timeout=10)
+    started = time.monotonic()
+    with ExclusiveLock(tmp_path / ".lock"):
+        assert time.monotonic() - started < 5

@@ -7,7 +7,7 @@ import torch
 from talklora_hub.modeling import AdapterSettings, TalkLoRAForCausalLM, TalkLoRAModel
 from talklora_hub.modeling.adapter_base import adapter_layers
 from talklora_hub.modeling.adapter_ttlora import factorize, tt_contract, tt_reconstruct
-from talklora_hub.reference import LoopMoELoRA, LoopTalkLoRA, no_talk_reference
+from talklora_hub.testing.oracles import LoopMoELoRA, LoopTalkLoRA, no_talk_reference
 
 from .conftest import tiny_base
 

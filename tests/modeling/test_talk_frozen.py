@@ -91,8 +91,8 @@ def test_a_frozen_talk_expert_round_trips_adapter_only(tmp_path):
     wrapped model equals the bare base's, so the expert attaches to a fresh base."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from talklora_hub.hub.artifacts import attach_expert, export_expert
-    from talklora_hub.hub.fingerprint import base_fingerprint
+    from talklora_hub.publish.artifacts import attach_expert, export_expert
+    from talklora_hub.publish.fingerprint import base_fingerprint
     from talklora_hub.modeling import AdapterSettings, TalkLoRAForCausalLM
 
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -67,7 +67,7 @@ def test_official_oracles_agree_with_each_other():
     x = torch.randn(2, 3, 24, dtype=torch.float64)
     full = _naive_official_delta_weight(cores, IN_FACTORS, OUT_FACTORS)
     torch.testing.assert_close(_official_style_contract(x, cores, IN_FACTORS, OUT_FACTORS), x @ full.T)
-    from talklora_hub.reference import tt_delta_weight_by_digits
+    from talklora_hub.testing.oracles import tt_delta_weight_by_digits
 
     torch.testing.assert_close(tt_delta_weight_by_digits(cores, IN_FACTORS, OUT_FACTORS), full)
 

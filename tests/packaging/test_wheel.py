@@ -41,8 +41,8 @@ SCRIPT = textwrap.dedent('''
     from huggingface_hub import ModelCard, hf_hub_download
     sys.path.insert(0, str(work))
     import helpers  # tests/train/helpers.py, copied beside this script
-    from talklora_hub.hub import load_artifact, publish_model
-    from talklora_hub.hub.local import LocalHub
+    from talklora_hub.publish import load_artifact, publish_model
+    from talklora_hub.localhub.local import LocalHub
     from talklora_hub.train import TrainConfig, train
 
     base = helpers.save_tiny_llama(work / "base")
@@ -89,9 +89,9 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_carries_the_bundle_and_the_card_templates(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    templates = {p.name for p in (REPO / "talklora_hub" / "hub" / "templates").glob("*.j2")}
+    templates = {p.name for p in (REPO / "talklora_hub" / "publish" / "templates").glob("*.j2")}
     assert {"model.md.j2", "expert.md.j2", "router.md.j2"} <= templates
-    assert {f"talklora_hub/hub/templates/{name}" for name in templates} <= names
+    assert {f"talklora_hub/publish/templates/{name}" for name in templates} <= names
     bundle = {p.name for p in (REPO / "talklora_hub" / "modeling").glob("*.py")}
     assert {f"talklora_hub/modeling/{name}" for name in bundle} <= names
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()

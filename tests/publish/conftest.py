@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from talklora_hub.hub.local import LocalHub
+from talklora_hub.localhub.local import LocalHub
 
 from ..modeling.conftest import tiny_base
 

@@ -10,11 +10,11 @@ import torch
 from huggingface_hub import ModelCard, hf_hub_download
 from transformers import AutoModelForCausalLM
 
-from talklora_hub.hub.artifacts import ArtifactError, load_artifact
-from talklora_hub.hub.publish import publish_expert, publish_model, publish_router
-from talklora_hub.hub.zoo import list_zoo
+from talklora_hub.publish.artifacts import ArtifactError, load_artifact
+from talklora_hub.publish.publisher import publish_expert, publish_model, publish_router
+from talklora_hub.publish.zoo_index import list_zoo
 from talklora_hub.modeling import AdapterSettings, TalkLoRAForCausalLM
-from talklora_hub.train.compose import compose_ttlora_moe
+from talklora_hub.modeling.compose import compose_ttlora_moe
 
 from ..modeling.conftest import tiny_base
 from ..modeling.test_roundtrip import LOADER
@@ -91,12 +91,12 @@ def test_expert_repo_pins_its_base_and_refuses_another_base(hub, base_repo, ids)
 
     other = tiny_base("llama", seed=5)
     with pytest.raises(ArtifactError, match="not the one this expert was trained on"):
-        from talklora_hub.hub.artifacts import attach_expert, _local_folder
+        from talklora_hub.publish.artifacts import attach_expert, _local_folder
         attach_expert(_local_folder("user/tt-expert", None), base=other)
 
 
 def test_expert_whose_shapes_do_not_fit_is_refused(hub, base_repo, tmp_path):
-    from talklora_hub.hub.artifacts import attach_expert, export_expert
+    from talklora_hub.publish.artifacts import attach_expert, export_expert
 
     expert = wrapped(base_repo, "lora")
     folder = export_expert(expert, tmp_path / "e")
@@ -122,7 +122,7 @@ def test_router_repo_composes_pinned_experts(hub, base_repo, ids):
     card = ModelCard.load("user/tt-router")
     assert "user/tt-task0" in card.text and pushed[1].commit in card.text
 
-    from talklora_hub.hub.artifacts import _local_folder, attach_router
+    from talklora_hub.publish.artifacts import _local_folder, attach_router
     with pytest.raises(ArtifactError, match="trained on experts"):
         attach_router(_local_folder("user/tt-router", None), experts=list(reversed(listed)))
 
@@ -141,7 +141,7 @@ def test_zoo_index_lists_everything_published(hub, base_repo):
 def test_peft_export_loads_in_peft_with_identical_logits(tmp_path, ids):
     from peft import PeftModel
 
-    from talklora_hub.hub.peft_interop import export_peft, import_peft_experts
+    from talklora_hub.publish.peft_interop import export_peft, import_peft_experts
 
     model = TalkLoRAForCausalLM.from_base(tiny_base("llama"), AdapterSettings(method="lora", r=4, lora_alpha=8)).eval()
     with torch.no_grad():
@@ -180,7 +180,7 @@ def test_cli_push_pull_and_zoo_list(hub, base_repo, tmp_path):
 def test_exports_replace_the_folder_whole_and_are_readable(base_repo, tmp_path):
     import stat
 
-    from talklora_hub.hub.artifacts import export_expert
+    from talklora_hub.publish.artifacts import export_expert
 
     target = tmp_path / "expert"
     target.mkdir()

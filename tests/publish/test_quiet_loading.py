@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from talklora_hub.hub.artifacts import load_artifact
+from talklora_hub.publish.artifacts import load_artifact
 from talklora_hub.modeling import AdapterSettings, TalkLoRAForCausalLM
 
 from ..train.helpers import build_tokenizer, save_tiny_llama
@@ -54,7 +54,7 @@ def assert_quiet(*texts):
 
 
 def test_load_artifact_and_the_space_loader_are_quiet(saved, capfd, transformers_log):
-    from talklora_hub.space.routing_views import load_model
+    from talklora_hub.space.models import load_model
 
     model = load_artifact(saved)
     assert type(model).__name__ == "TalkLoRAForCausalLM"
@@ -74,7 +74,7 @@ def test_push_command_reads_the_tokenizer_without_a_prompt(hub, saved, capfd, tr
 
 
 def test_zoo_fresh_load_is_quiet_with_stdin_closed(saved, tmp_path):
-    from talklora_hub.zoo.publish import FRESH_LOAD
+    from talklora_hub.jobs.zoo_build import FRESH_LOAD
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     env.pop("PYTHONPATH", None)

@@ -52,9 +52,9 @@ def tiny_models(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def loaded(tiny_models) -> dict:
     """{method: LoadedModel}, loaded once for the view tests."""
-    from talklora_hub.space import routing_views as rv
+    from talklora_hub.space.models import load_model
 
-    return {method: rv.load_model(path) for method, path in tiny_models.items()}
+    return {method: load_model(path) for method, path in tiny_models.items()}
 
 
 def free_port() -> int:

@@ -52,11 +52,19 @@ def page(browser, space_server):
     context.close()
 
 
-def test_analyse_renders_coloured_tokens_and_heatmaps(page, tmp_path):
+def _drawn(page, selector):
+    """The on-screen box of the element at selector, asserting it is really drawn (not just in the DOM)."""
+    box = page.locator(selector).first.bounding_box()
+    assert box and box["width"] > 100 and box["height"] > 100, f"{selector} is not drawn: {box}"
+    return box
+
+
+def test_analyse_renders_coloured_tokens_heatmaps_and_bars(page, tmp_path):
     page.fill("#trl-text textarea", "The Senate met today. def add(a, b): return a + b. 12 + 30 = 42.")
     page.click("#trl-analyse")
     page.wait_for_selector("#trl-tokens .trl-tok[data-expert]", timeout=60_000)
-    page.wait_for_selector("#trl-stats svg rect.trl-bar")
+    page.wait_for_selector("#trl-token-heatmap img[src^='data:image/png']", timeout=60_000)
+    page.wait_for_selector("#trl-entropy .vega-embed svg", timeout=30_000)
 
     tokens = page.locator("#trl-tokens .trl-tok[data-expert]")
     count = tokens.count()
@@ -67,18 +75,35 @@ def test_analyse_renders_coloured_tokens_and_heatmaps(page, tmp_path):
         "e => getComputedStyle(e).backgroundColor") for i in range(count)}
     assert all(c.startswith("rgba(") for c in colours) and len(colours) > 1
 
-    cells = page.locator("#trl-token-heatmap svg rect.trl-cell")
-    assert cells.count() == count * 4
-    box = cells.first.bounding_box()
-    assert box and box["width"] > 10 and box["height"] > 5  # drawn, not just present in the DOM
-    assert page.locator("#trl-layer-heatmap svg rect.trl-cell").count() == 2 * 4
-    assert page.locator("#trl-stats [data-stat='load CV']").inner_text().strip()
+    for heatmap in ("#trl-token-heatmap img", "#trl-layer-heatmap img"):  # gr.Plot: the matplotlib figure
+        _drawn(page, heatmap)
+        assert page.locator(heatmap).evaluate("img => img.complete && img.naturalWidth > 200")
+    # gr.BarPlot (Vega): one bar per token, one per expert
+    page.wait_for_function(f"() => document.querySelectorAll('#trl-entropy .mark-rect path').length === {count}")
+    assert page.locator("#trl-load .mark-rect path").count() == 4
+    _drawn(page, "#trl-entropy .vega-embed svg")
+    assert page.locator("#trl-balance [data-stat='load CV']").inner_text().strip()
     assert "10 routed modules" in page.locator("#trl-status").inner_text()
 
     shot = tmp_path / "space.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     assert page.outside_requests == [], f"the page fetched outside assets: {page.outside_requests}"
+    assert page.page_errors == []
+
+
+def test_choosing_a_layer_redraws_the_views(page):
+    page.click("#trl-analyse")
+    page.wait_for_selector("#trl-token-heatmap img[src^='data:image/png']", timeout=60_000)
+    before = page.locator("#trl-token-heatmap img").get_attribute("src")
+    from talklora_hub.space.screenshot import _pick
+
+    _pick(page, "#trl-layer", "layer 1")
+    page.wait_for_function("() => document.querySelector('#trl-tokens .trl-sub').innerText.includes('layer 1')",
+                           timeout=60_000)
+    page.wait_for_function("before => document.querySelector('#trl-token-heatmap img').src !== before",
+                           arg=before, timeout=60_000)
+    assert "layer 1" in page.locator("#trl-balance").inner_text()
     assert page.page_errors == []
 
 
@@ -91,6 +116,8 @@ def test_generate_streams_new_tokens_into_the_page(page, tmp_path):
     page.wait_for_function("() => !document.querySelector('#trl-status').innerText.includes('generating')")
     assert page.locator("#trl-tokens .trl-tok.trl-pending").count() == 0
     assert "24 generated" in page.locator("#trl-status").inner_text()
+    page.wait_for_selector("#trl-token-heatmap img[src^='data:image/png']")
+    _drawn(page, "#trl-token-heatmap img")
     page.screenshot(path=str(tmp_path / "generate.png"), full_page=True)
     assert page.outside_requests == []
 

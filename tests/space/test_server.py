@@ -3,9 +3,13 @@ with gradio_client: every endpoint returns its views for real input and a clear 
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 
 import pytest
+
+from talklora_hub.space.page import Views
 
 pytest.importorskip("gradio_client")
 
@@ -20,8 +24,23 @@ def client(space_server):
 
 
 def _views(result):
-    status, layer, module, tokens, token_heat, layer_heat, stats, sequence = result
-    return status, layer, module, (tokens, token_heat, layer_heat, stats, sequence)
+    status, layer, module, *views = result
+    return status, layer, module, Views(*views)
+
+
+def _png_size(plot):
+    """(width, height) of a gr.Plot value as the client receives it (a matplotlib figure as a PNG)."""
+    from PIL import Image
+
+    assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/png;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(plot["plot"].split(",", 1)[1]))) as image:
+        return image.size
+
+
+def _bars(plot):
+    """{column: values} of a gr.BarPlot value as the client receives it."""
+    assert plot["mark"] == "bar"
+    return {name: [row[i] for row in plot["data"]] for i, name in enumerate(plot["columns"])}
 
 
 def test_endpoints_are_published(client):
@@ -37,13 +56,17 @@ def test_analyze_returns_every_view(client, space_server, method):
     assert "10 routed modules in 2 layers" in status
     assert layer["value"] == "1" and ["layer 1", "1"] in layer["choices"]
     assert module["value"] == "self_attn.q_proj" and ["mlp.down_proj", "mlp.down_proj"] in module["choices"]
-    tokens, token_heat, layer_heat, stats, sequence = views
-    count = len(re.findall(r'class="trl-tok[^"]*" data-expert="\d"', tokens))
-    assert count > 10 and "of layer 1" in tokens
-    assert token_heat.count('class="trl-cell"') == count * 4
-    assert layer_heat.count('class="trl-cell"') == 2 * 4
-    assert "load CV" in stats and "max share" in stats and stats.count('class="trl-bar"') == count + 4
-    assert 'data-view="sequence"' in sequence
+    count = len(re.findall(r'class="trl-tok[^"]*" data-expert="\d"', views.tokens))
+    assert count > 10 and "of layer 1" in views.tokens
+    for heatmap in (views.token_heatmap, views.layer_heatmap):
+        width, height = _png_size(heatmap)
+        assert width > 200 and height > 200
+    entropy = _bars(views.entropy)
+    assert len(entropy["token"]) == count and all(e >= 0 for e in entropy["entropy"])
+    load = _bars(views.load)
+    assert load["expert"] == [f"expert {e}" for e in range(4)] and sum(load["weight"]) == pytest.approx(1.0)
+    assert "load CV" in views.balance and "max share" in views.balance
+    assert 'data-view="sequence"' in views.sequence and views.sequence_probs is None
 
 
 def test_generate_streams_updates(client, space_server):
@@ -54,6 +77,7 @@ def test_generate_streams_updates(client, space_server):
     statuses = [u[0] for u in updates]
     assert "generating…" in statuses[0] and "4 generated" in statuses[-1] and "generating…" not in statuses[-1]
     final_tokens = updates[-1][3]
+    assert _png_size(updates[-1][4])[1] > 200  # the final update draws the heatmaps
     assert len(re.findall(r'class="trl-tok[^"]*trl-gen', final_tokens)) == 4
     assert not re.search(r'class="trl-tok[^"]*trl-pending', final_tokens)
     assert re.search(r'class="trl-tok[^"]*trl-pending', updates[0][3])  # routed when the model reads it
@@ -63,15 +87,19 @@ def test_ttlora_moe_shows_the_chosen_expert(client, space_server):
     status, _, _, views = _views(client.predict(space_server.models["ttlora"], TEXT, "all", "all",
                                                 api_name="/analyze"))
     assert "TT-LoRA MoE" in status and "one per sequence" in status
-    assert re.search(r'data-chosen="\d"', views[4]) and "router probabilities" in views[4]
+    assert re.search(r'data-chosen="\d"', views.sequence) and "router probabilities" in views.sequence
+    probabilities = _bars(views.sequence_probs)["weight"]
+    assert len(probabilities) == 3 and sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+    assert views.token_heatmap is None and views.entropy is None
 
 
 def test_compare_puts_two_models_side_by_side(client, space_server):
-    notes, left, right = client.predict(space_server.models["moelora"], space_server.models["talklora"], TEXT,
-                                        api_name="/compare")
+    notes, left, left_heat, left_bars, right, right_heat, right_bars = client.predict(
+        space_server.models["moelora"], space_server.models["talklora"], TEXT, api_name="/compare")
     assert "MoELoRA" in left and "TalkLoRA" in right and "MoELoRA" in notes and "TalkLoRA" in notes
-    for column in (left, right):
-        assert 'data-view="layer-heatmap"' in column and "data-expert" in column
+    for column, heatmap, bars in ((left, left_heat, left_bars), (right, right_heat, right_bars)):
+        assert 'data-view="balance"' in column and "data-expert" in column
+        assert _png_size(heatmap)[0] > 200 and len(_bars(bars)["weight"]) == 4
 
 
 @pytest.mark.parametrize("case, expected", [
@@ -85,11 +113,12 @@ def test_bad_input_gets_a_clear_message(client, space_server, case, expected):
     text = {"empty": "  ", "long": " ".join(["The Senate met today to discuss the budget."] * 12)}.get(case, TEXT)
     status, _, _, views = _views(client.predict(model, text, "all", "all", api_name="/analyze"))
     assert expected in status
-    if case in ("empty", "unknown"):
-        assert all(expected in view for view in views)  # the views repeat the message instead of stale output
+    if case in ("empty", "unknown"):  # the views repeat the message, and no stale plot stays on the page
+        assert all(expected in html for html in (views.tokens, views.balance, views.sequence))
+        assert (views.token_heatmap, views.layer_heatmap, views.entropy, views.load) == (None,) * 4
     if case == "lora":
-        assert "No token routing" in views[1]
-    notes, left, _ = client.predict(model, space_server.models["talklora"], text, api_name="/compare")
+        assert "No routing" in views.balance and views.token_heatmap is None
+    notes, left, *_ = client.predict(model, space_server.models["talklora"], text, api_name="/compare")
     assert expected in notes or expected in left
 
 

