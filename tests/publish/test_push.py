@@ -96,8 +96,11 @@ def test_stale_parent_commit_is_refused_and_leaves_the_other_writers_revision(hu
     assert open(config).read() == '{"a": 1}\n'
 
 
-def test_a_folder_too_big_for_one_streamed_commit_still_goes_up_as_one_commit(hub, folder, repo_id):
-    """Beyond upload_folder's one-commit bounds (with hf_xet) the change goes up as one create_commit."""
+@pytest.mark.parametrize("xet", [True, False], ids=["xet", "no-xet"])
+def test_a_folder_beyond_the_streamed_bounds_goes_up_as_one_commit(hub, folder, repo_id, monkeypatch, xet):
+    """With hf_xet, a change beyond upload_folder's one-commit bounds goes up as one create_commit; without
+    it, upload_folder itself sends one commit whatever the folder's size. Either way: one commit."""
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", not xet)
     api = hub.api()
     first = push_folder(folder, repo_id, api=api)
     (folder / "sub" / "notes.txt").unlink()
@@ -105,20 +108,6 @@ def test_a_folder_too_big_for_one_streamed_commit_still_goes_up_as_one_commit(hu
         (folder / f"part-{index}.txt").write_text(f"{index}\n")
     second = push_folder(folder, repo_id, api=api)
     assert second.changed and _commits(api, repo_id)[:2] == [second.commit, first.commit]
-    assert "sub/notes.txt" not in _files(api, repo_id) and len(_files(api, repo_id)) == 3 + MAX_FILES_TO_COMMIT + 1
-    assert not push_folder(folder, repo_id, api=api).changed
-
-
-def test_without_xet_the_same_folder_goes_up_as_one_commit(hub, folder, repo_id, monkeypatch):
-    """Without hf_xet, upload_folder sends a single create_commit whatever the folder's size."""
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    api = hub.api()
-    first = push_folder(folder, repo_id, api=api)
-    (folder / "sub" / "notes.txt").unlink()
-    for index in range(MAX_FILES_TO_COMMIT + 1):
-        (folder / f"part-{index}.txt").write_text(f"{index}\n")
-    second = push_folder(folder, repo_id, api=api)
-    assert _commits(api, repo_id)[:2] == [second.commit, first.commit]
     assert "sub/notes.txt" not in _files(api, repo_id) and len(_files(api, repo_id)) == 3 + MAX_FILES_TO_COMMIT + 1
     assert not push_folder(folder, repo_id, api=api).changed
 
