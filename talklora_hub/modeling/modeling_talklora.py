@@ -345,13 +345,8 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
             positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
         if positions is not None and "position_ids" in inspect.signature(backbone.forward).parameters:
             backbone_args["position_ids"] = positions
-        enabled = shared.adapters_enabled  # restored, not set: inside disable_adapter() it stays off
-        shared.adapters_enabled = False
-        try:
-            with torch.no_grad():
-                hidden = backbone(**backbone_args, use_cache=False).last_hidden_state
-        finally:
-            shared.adapters_enabled = enabled
+        with self.disable_adapter(), torch.no_grad():  # restores, not sets: inside the user's own block it stays off
+            hidden = backbone(**backbone_args, use_cache=False).last_hidden_state
         logits = self.sequence_router(hidden, mask)
         shared.sequence_experts = forced if forced is not None else logits.detach().argmax(dim=-1)
         return logits

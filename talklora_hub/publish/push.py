@@ -97,24 +97,16 @@ def files_to_commit(local: Dict[str, Path], remote: Dict[str, RepoFile]) -> List
     return [path for path, file in local.items() if path not in remote or not _same_content(file, remote[path])]
 
 
-def _one_commit_problems(local: Dict[str, Path], changed: List[str]) -> List[str]:
-    """The bounds above that this upload would break (none: upload_folder makes one commit)."""
+def _may_split(local: Dict[str, Path], changed: List[str]) -> bool:
+    """Whether upload_folder could send this change as several commits (the bounds above, with hf_xet)."""
     if constants.HF_HUB_DISABLE_XET or not is_package_available("hf_xet"):
-        return []  # without hf_xet, upload_folder sends everything as a single create_commit
-    sizes = [file.stat().st_size for file in local.values()]
-    regular = sum(size for size in sizes if size < REGULAR_FILE_LIMIT)
-    problems = []
-    if len(changed) > MAX_FILES_TO_COMMIT:
-        problems.append(f"{len(changed)} new or changed files (at most {MAX_FILES_TO_COMMIT})")
-    if len(local) > MAX_FILES_IN_FOLDER:
-        problems.append(f"{len(local)} files (at most {MAX_FILES_IN_FOLDER})")
-    if regular > MAX_REGULAR_BYTES:
-        problems.append(f"{regular / 2**20:.0f} MiB in files under 10 MiB (at most {MAX_REGULAR_BYTES // 2**20} MiB)")
-    return problems
+        return False  # without hf_xet, upload_folder sends everything as a single create_commit
+    regular = sum(size for size in (file.stat().st_size for file in local.values()) if size < REGULAR_FILE_LIMIT)
+    return len(changed) > MAX_FILES_TO_COMMIT or len(local) > MAX_FILES_IN_FOLDER or regular > MAX_REGULAR_BYTES
 
 
-def _create_one_commit(api: HfApi, repo_id: str, repo_type: str, folder: Path, local: Dict[str, Path],
-                       changed: List[str], removed: List[str], commit_message: str, head: Optional[str]):
+def _create_one_commit(api: HfApi, repo_id: str, repo_type: str, local: Dict[str, Path], changed: List[str],
+                       removed: List[str], commit_message: str, head: Optional[str]):
     """The same change as upload_folder's, as ONE create_commit: for folders that upload_folder's streamed
     upload could split into several commits (a half-published model is worse than a slower upload)."""
     operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(local[path])) for path in changed]
@@ -136,13 +128,13 @@ def push_folder(folder: Path, repo_id: str, repo_type: str = "model", commit_mes
     local = local_files(folder)
     remote = _remote_files(api, repo_id, repo_type, head) if head else {}
     changed = files_to_commit(local, remote)
+    removed = sorted(set(remote) - set(local) - KEEP_REMOTE)
     # Checked here rather than left to upload_folder: its own no-op answer cannot tell "equal" from "a
     # concurrent writer's commit", and this way an unchanged folder uploads nothing at all.
-    if not changed and not set(remote) - set(local) - KEEP_REMOTE:
+    if not changed and not removed:
         return PushResult(repo_id, repo_type, head, False, url)
-    if _one_commit_problems(local, changed):
-        removed = sorted(set(remote) - set(local) - KEEP_REMOTE)
-        info = _create_one_commit(api, repo_id, repo_type, folder, local, changed, removed, commit_message, head)
+    if _may_split(local, changed):
+        info = _create_one_commit(api, repo_id, repo_type, local, changed, removed, commit_message, head)
         return PushResult(repo_id, repo_type, info.oid, True, url)
     info = with_retries(lambda: api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type=repo_type,
                                                   commit_message=commit_message, delete_patterns="*",
