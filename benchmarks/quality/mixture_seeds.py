@@ -42,7 +42,7 @@ def records(out: Path, shipped: Path) -> Dict[str, Dict[int, Dict[str, Any]]]:
     found: Dict[str, Dict[int, Dict[str, Any]]] = {}
     for method in METHODS:
         for folder in [shipped / f"smollm2-{method}-mixture", *sorted((out / "zoo").glob(f"smollm2-{method}-mixture-seed*"))]:
-            if folder.name in shipped_entries(folder.parent):
+            if (folder / "record.json").is_file():  # the report needs the record only, not the weights
                 record = read_record(folder)
                 found.setdefault(method, {})[int(record["seed"])] = record
     return found
@@ -111,8 +111,8 @@ def main(argv=None) -> int:
         for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
             for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
                 recipe = seed_recipe(method, seed)
-                if recipe.name in shipped_entries(zoo) or recipe.name in shipped_entries(shipped):
-                    continue
+                if (zoo / recipe.name / "record.json").is_file() or recipe.name in shipped_entries(shipped):
+                    continue  # finished (a record copied without its weights counts: it is what the report reads)
                 result = train_entry(recipe, args.out / "runs", zoo)
                 ship(recipe, result, zoo, baselines)
     result = summary(records(args.out, shipped))

@@ -189,7 +189,9 @@ def run_grid(grid: Grid, progress: bool = True) -> Dict[str, Any]:
 
     check_grid_file(grid)
     search = [(v, t, lr) for v in grid.variants for t in grid.tasks for lr in grid.lrs] if len(grid.lrs) > 1 else []
-    main = [(v, t, s) for v in grid.variants for t in grid.tasks for s in grid.seeds]
+    # Seed-major: a grid stopped part-way leaves whole seeds (every variant on every task), so a partial
+    # grid still compares the variants on equal terms.
+    main = [(v, t, s) for s in grid.seeds for t in grid.tasks for v in grid.variants]
     name = lambda t: t if isinstance(t, str) else t[0]  # noqa: E731
     done = {"trained": 0, "skipped": 0, "reused": 0}
     bar = tqdm(total=len(search) + len(main), desc="grid", unit="cell", disable=not progress, dynamic_ncols=True)

@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer
 
     torch.set_num_threads(args.threads)
-    plan = sc.plans(args.device)
+    plan = sc.plans(args.device, args.dtypes)
     if plan is None:
         sc.no_cuda_report(args, TITLE)
         return 0

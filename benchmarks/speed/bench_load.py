@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(run_child(args)))
         return 0
-    plan = sc.plans(args.device)
+    plan = sc.plans(args.device, args.dtypes)
     if plan is None:
         sc.no_cuda_report(args, TITLE)
         return 0

@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)  # must not import CUDA state: imports only
-    plan = sc.plans(args.device)
+    plan = sc.plans(args.device, args.dtypes)
     if plan is None:
         sc.no_cuda_report(args, TITLE)
         return 0

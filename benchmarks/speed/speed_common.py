@@ -70,6 +70,9 @@ def add_common_args(parser: argparse.ArgumentParser, repeats: int, quick_repeats
                         help="write the markdown report here, and the raw numbers as JSON next to it (.json)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="cpu (fp32), or cuda: fp32 and bf16 (skipped with a note where there is no CUDA)")
+    parser.add_argument("--dtypes", default=None,
+                        help="comma list of fp32, bf16 (default: fp32 on cpu, fp32,bf16 on cuda). bf16 on a CPU is "
+                             "worth measuring only where it runs natively (AVX512-BF16 / AMX; the report says)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1, as benchmarks/bench_layers.py: on a shared machine a "
                              "preempted second thread stalls every op)")
@@ -82,18 +85,31 @@ def finish_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ar
         args.repeats = quick_repeats if args.quick else repeats
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.dtypes is not None:
+        args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+        bad = [d for d in args.dtypes if d not in ("fp32", "bf16")]
+        if bad or not args.dtypes:
+            parser.error(f"--dtypes: each must be fp32 or bf16, got {bad or args.dtypes!r}; e.g. --dtypes fp32,bf16")
     return args
 
 
-def plans(device: str) -> Optional[List[Tuple[str, str]]]:
-    """[(device, dtype name)] to measure: cpu -> fp32; cuda -> fp32 and bf16, or None (with a note) without CUDA."""
+def plans(device: str, dtypes: Optional[List[str]] = None) -> Optional[List[Tuple[str, str]]]:
+    """[(device, dtype name)] to measure: `dtypes`, by default fp32 on cpu and fp32 + bf16 on cuda; None (the
+    caller writes a note) for cuda without CUDA."""
     if device == "cpu":
-        return [("cpu", "fp32")]
+        return [("cpu", d) for d in (dtypes or ["fp32"])]
     import torch
 
     if not torch.cuda.is_available():
         return None
-    return [("cuda", "fp32"), ("cuda", "bf16")]
+    return [("cuda", d) for d in (dtypes or ["fp32", "bf16"])]
+
+
+def cpu_runs_bf16_natively() -> bool:
+    """AVX512-BF16 or AMX: where bf16 matmuls are faster than fp32 rather than emulated."""
+    from talklora_hub.train.trainer import native_bf16
+
+    return native_bf16(on_cpu=True)
 
 
 def torch_dtype(name: str):
@@ -319,6 +335,7 @@ def environment(args: argparse.Namespace) -> Dict[str, object]:
         "platform": platform.platform(),
         "git_commit": git_commit(),
         "device": args.device,
+        "cpu_native_bf16": cpu_runs_bf16_natively(),
     }
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
@@ -335,7 +352,8 @@ def header_md(title: str, env: Dict[str, object], notes: List[str]) -> str:
              f"- date: {env['date']}",
              f"- command: `{env['command']}`",
              f"- machine: {env['cpu']} ({env['cpu_count']} CPUs, load average {env.get('load_average', '?')}), "
-             f"torch threads {env['torch_threads']}" + (f", GPU {env['gpu']}" if env.get("gpu") else ""),
+             f"torch threads {env['torch_threads']}, native CPU bf16 {'yes' if env.get('cpu_native_bf16') else 'no'}"
+             + (f", GPU {env['gpu']}" if env.get("gpu") else ""),
              f"- software: torch {env['torch']}, transformers {env['transformers']}, Python {env['python']}; "
              f"git {env['git_commit']}"]
     lines += [f"- {note}" for note in notes]
