@@ -6,7 +6,7 @@
 Seed 0 of each mixture is the shipped zoo entry (zoo/smollm2-<method>-mixture). Every other seed retrains
 that entry's recipe unchanged but for the seed (which sets the adapter's initialisation and the data order),
 and is scored on the same whole test splits: DIR/zoo/smollm2-<method>-mixture-seed<s>/record.json. A
-finished seed is skipped on a re-run. The report (DIR/SEEDS.md, DIR/seeds.json) gives per method and task the
+finished seed is skipped on a re-run. The report (DIR/SEEDS.md, DIR/seeds.json, DIR/seeds.png) gives per method and task the
 mean ± std over seeds, and the paired differences between methods pooled over seeds and tasks (pairs are
 (seed, test example): both methods trained with the same seed and scored on the same example).
 """
@@ -90,8 +90,43 @@ def markdown(result: Dict[str, Any]) -> str:
     for name, d in result["paired"].items():
         lines.append(f"| {name} | {','.join(map(str, d['seeds']))} | {d['difference']:+.3f} | "
                      f"[{d['low']:+.3f}, {d['high']:+.3f}] | {d['p_value']:.2f} | {d['n']} |")
-    lines += ["", "Command: `python benchmarks/quality/mixture_seeds.py --seeds 1` (then `--report-only`)."]
+    lines += ["", "Command: `python benchmarks/quality/mixture_seeds.py --seeds 1,2` (then `--report-only`)."]
     return "\n".join(lines) + "\n"
+
+
+def plot(result: Dict[str, Any], path: Path, baselines: Dict[str, Any]) -> None:
+    """seeds.png: accuracy per task and method, a bar per method at its mean over seeds, error bars one std,
+    every seed's own score as a dot (so two seeds are not mistaken for a distribution), and the majority
+    class and TF-IDF + LR of each task as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = result["methods"]
+    tasks = list(next(iter(methods.values()))["tasks"])
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(1.9 * len(tasks) + 3.5, 3.6))
+    for i, (method, row) in enumerate(methods.items()):
+        xs = [t + (i - (len(methods) - 1) / 2) * width for t in range(len(tasks))]
+        ax.bar(xs, [row["tasks"][t]["mean"] for t in tasks], width * 0.9, label=f"{method} (seeds {','.join(map(str, row['seeds']))})",
+               yerr=[row["tasks"][t]["std"] for t in tasks], capsize=3, alpha=0.8)
+        for x, t in zip(xs, tasks):
+            ax.scatter([x] * len(row["tasks"][t]["values"]), row["tasks"][t]["values"], s=9, color="black", zorder=3)
+    for t, task in enumerate(tasks):
+        for key, style in (("majority", ":"), ("tfidf_lr", "--")):
+            value = baselines.get(task, {}).get(key, {}).get("value")
+            if value is not None:
+                ax.hlines(value, t - 0.45, t + 0.45, colors="dimgray", linestyles=style,
+                          label={"majority": "majority class", "tfidf_lr": "TF-IDF + LR"}[key] if t == 0 else None)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel("accuracy (whole test split)")
+    ax.set_title("SmolLM2-135M mixture models: mean ± std over seeds")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -118,7 +153,8 @@ def main(argv=None) -> int:
     result = summary(records(args.out, shipped))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "seeds.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "SEEDS.md").write_text(markdown(result))
+    plot(result, args.out / "seeds.png", load_baselines(shipped))
+    (args.out / "SEEDS.md").write_text(markdown(result) + "\n![accuracy over seeds](seeds.png)\n")
     print(markdown(result))
     return 0
 

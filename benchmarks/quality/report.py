@@ -356,7 +356,8 @@ def write_report(folder) -> Path:
     if grid.get("lora_matched"):
         m = grid["lora_matched"]
         lines += [f"LoRA (param-matched) uses r={m['rank']}: {m['lora_count']:,} trainable parameters against "
-                  f"TalkLoRA's {m['talklora_count']:,} (the closest LoRA rank).", ""]
+                  f"TalkLoRA's {m['talklora_count']:,} (the closest LoRA rank; counted with a two-label head, so the "
+                  "tables' counts, with each task's own head, differ by the head's size).", ""]
     if lr_choice:
         lines += ["Learning rate chosen per variant by mean validation accuracy over tasks (seed 0): " +
                   "; ".join(f"{label(v)} {c['lr']:g} (" + ", ".join(f"{lr}: {a:.3f}" for lr, a in c["validation"].items()) + ")"
