@@ -52,7 +52,8 @@ def summary(found: Dict[str, Dict[int, Dict[str, Any]]]) -> Dict[str, Any]:
     per_method = {}
     for method, seeds in found.items():
         tasks = next(iter(seeds.values()))["tasks"]
-        per_method[method] = {"seeds": sorted(seeds), "tasks": {}}
+        per_method[method] = {"seeds": sorted(seeds), "tasks": {},
+                              "machines": {s: (seeds[s].get("machine") or {}).get("cpu") for s in sorted(seeds)}}
         for task in tasks + ["mean"]:
             values = [statistics.mean(r["metrics"][t]["accuracy"] for t in tasks) if task == "mean"
                       else r["metrics"][task]["accuracy"] for r in seeds.values()]
@@ -90,7 +91,11 @@ def markdown(result: Dict[str, Any]) -> str:
     for name, d in result["paired"].items():
         lines.append(f"| {name} | {','.join(map(str, d['seeds']))} | {d['difference']:+.3f} | "
                      f"[{d['low']:+.3f}, {d['high']:+.3f}] | {d['p_value']:.2f} | {d['n']} |")
-    lines += ["", "Command: `python benchmarks/quality/mixture_seeds.py --seeds 1,2` (then `--report-only`)."]
+    lines += ["", "Trained on: " + "; ".join(f"{m} seed {s}: {cpu}" for m, row in methods.items()
+                                             for s, cpu in row.get("machines", {}).items()) + " (one torch thread each)."]
+    extra = sorted({s for row in methods.values() for s in row["seeds"]} - {0}) or [1]
+    lines += ["", f"Command: `python benchmarks/quality/mixture_seeds.py --seeds {','.join(map(str, extra))}` "
+                  "(then `--report-only`)."]
     return "\n".join(lines) + "\n"
 
 
