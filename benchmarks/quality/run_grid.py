@@ -103,6 +103,11 @@ def check_grid_file(grid: Grid) -> None:
         if changed:
             raise SystemExit(f"--out {grid.out} holds a grid with other settings {changed} (old, new). Fix: keep "
                              "the settings, or pass another --out.")
+        settings = grid.settings()
+        for axis in ("variants", "seeds", "tasks"):  # the folder holds the union of every run's cells
+            settings[axis] = old.get(axis, []) + [x for x in settings[axis] if x not in old.get(axis, [])]
+        write_json_atomic(path, settings)
+        return
     write_json_atomic(path, grid.settings())
 
 

@@ -74,6 +74,14 @@ def test_a_second_run_trains_nothing(rich_grid, monkeypatch):
     assert summary["trained"] == 0 and summary["reused"] == 0 and summary["skipped"] == 12 + 6
 
 
+def test_a_narrower_rerun_keeps_every_axis_in_grid_json(rich_grid, monkeypatch):
+    out, _ = rich_grid
+    monkeypatch.setattr(run_grid, "run_cell", lambda *a, **k: pytest.fail("a finished cell was retrained"))
+    narrow = [a if a != "lora,moelora,talklora" else "talklora" for a in RICH]
+    run_grid.main(narrow + ["--out", str(out)])
+    assert json.loads((out / "grid.json").read_text())["variants"] == ["lora", "moelora", "talklora"]
+
+
 def test_a_changed_setting_refuses_the_folder(rich_grid):
     out, _ = rich_grid
     with pytest.raises(SystemExit, match="holds a grid with other settings"):
