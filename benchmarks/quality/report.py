@@ -351,7 +351,7 @@ def write_report(folder) -> Path:
     settings = ", ".join(f"{k}={grid[k]}" for k in ("base", "head", "steps", "batch_size", "max_length", "r", "lrs",
                                                       "targets", "lora_dropout", "max_train_examples") if k in grid)
     lines = ["# Quality grid: TalkLoRA vs MoELoRA vs LoRA", "",
-             f"{len(cells)} cells (variant × task × seed) from `{folder}`. Shared settings: {settings}.",
+             f"{len(cells)} cells (variant × task × seed) from `{Path(folder).name}`. Shared settings: {settings}.",
              "Accuracy is on each task's whole test split; intervals are Wilson 95% (per cell, averaged over seeds).", ""]
     if grid.get("lora_matched"):
         m = grid["lora_matched"]

@@ -173,13 +173,13 @@ def resolve_model(args: argparse.Namespace, tmp: Path) -> Tuple[Path, str]:
     if args.quick:
         return save_quick_llama(tmp / "quick-llama"), "tiny random Llama (--quick: 2 layers, hidden 64)"
     path = Path(args.model).expanduser()
-    if path.is_dir():
-        return path.resolve(), str(path.resolve())
+    if path.is_dir():  # reports are committed: name the folder, never the machine's path to it
+        return path.resolve(), f"the local folder {path.resolve().name}"
     from talklora_hub.data.base_models import BASE_MODELS, base_model_path
 
     if args.model in BASE_MODELS:
         folder = base_model_path(args.model)  # raises with the bootstrap command when missing
-        return folder, f"{args.model} ({folder})"
+        return folder, f"{args.model} (bootstrapped by `talklora-hub data bootstrap-models`)"
     raise SystemExit(f"--model must be a local folder or one of {sorted(BASE_MODELS)}, got {args.model!r}.")
 
 
@@ -325,7 +325,6 @@ def environment(args: argparse.Namespace) -> Dict[str, object]:
     env: Dict[str, object] = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command_line(),
-        "python_executable": sys.executable,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
