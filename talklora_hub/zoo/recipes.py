@@ -129,6 +129,8 @@ def train_command_line(recipe: ZooRecipe) -> str:
     for key, flag in flags:
         if t.get(key) is not None:
             parts.append(f"{flag} {t[key]}")
+    if t.get("bf16"):
+        parts.append("--bf16" if t["bf16"] is True else f"--bf16 {t['bf16']}")
     if t.get("target_modules"):
         parts.append(f"--target-modules {shlex.quote('re:' + t['target_modules'])}")
     return " ".join(parts)

@@ -95,3 +95,17 @@ def test_interference_table_pairs_old_tasks_and_lists_the_new_one(tmp_path):
     assert "before" not in result["tasks"]["sotu_era"] and result["tasks"]["sotu_era"]["router_after"] == 0.5
     table = ttlora_interference.markdown(result)
     assert f"| {old_tasks[0]} | 0.500 | 0.500 | +0.000" in table and "| sotu_era (new) |" in table
+
+
+def test_a_recipe_probe_changes_only_what_it_names():
+    import recipe_probe
+
+    shipped = recipe_probe.get_recipe("smollm2-lora-mixture")
+    probe = recipe_probe.probe_recipe("smollm2-lora-mixture", max_length=160, bf16=True)
+    assert probe.name == "smollm2-lora-mixture-len160"
+    assert probe.train == {**shipped.train, "max_length": 160, "bf16": True}
+    with pytest.raises(SystemExit, match="change at least one"):
+        recipe_probe.probe_recipe("smollm2-lora-mixture", bf16=True)
+    single = recipe_probe.probe_recipe("smollm2-lora-mixture", steps=480, tasks=["sotu_party"])
+    assert single.name == "smollm2-lora-mixture-only-sotu-party-steps480"
+    assert single.train == {**shipped.train, "tasks": ["sotu_party"], "max_steps": 480}

@@ -3,6 +3,7 @@ same thing. Reads records and parses command lines only: nothing is trained or l
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 
 import pytest
@@ -31,7 +32,11 @@ def test_a_recipe_trains_the_adapter_its_shipped_weights_record(recipe):
     assert {k: settings[k] for k in recorded} == recorded
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.name)
+BF16_RECIPES = [dataclasses.replace(RECIPES[0], name=f"{RECIPES[0].name}-bf16-{v}", train={**RECIPES[0].train, "bf16": v})
+                for v in (True, "force")]
+
+
+@pytest.mark.parametrize("recipe", RECIPES + BF16_RECIPES, ids=lambda r: r.name)
 def test_a_recipes_command_line_builds_the_recipes_config(recipe):
     line = train_command_line(recipe)
     argv = shlex.split(line)
@@ -40,3 +45,4 @@ def test_a_recipes_command_line_builds_the_recipes_config(recipe):
     expected = _config(recipe)
     assert config.adapter == expected.adapter
     assert config.fingerprint() == expected.fingerprint()  # everything that changes what is trained
+    assert config.bf16 == expected.bf16
