@@ -7,7 +7,7 @@ and averaged over tasks; (b) paired comparisons, per task and pooled over seeds 
 concatenated, then talklora_hub.evaluation.intervals.paired_difference: paired bootstrap 95% interval and
 p-value), with one plain sentence per comparison saying who is below whom; (c) routing balance of the
 routed variants on the test probe, and over training; (d) routing stability ||dg|| / ||dx||. Plots (PNG,
-matplotlib Agg): accuracy.png, routing_balance.png, stability.png, loss_curves.png.
+matplotlib Agg): accuracy.png, routing_balance.png, routing_over_training.png, stability.png, loss_curves.png.
 """
 
 from __future__ import annotations
@@ -313,6 +313,24 @@ def plot_all(folder: Path, accuracy, routing, stability, cells) -> List[str]:
         fig.savefig(folder / "stability.png", dpi=110)
         plt.close(fig)
         written.append("stability.png")
+    over = {v: [c["routing_over_training"] for c in cells if c["variant"] == v and c.get("routing_over_training")]
+            for v in variants}
+    over = {v: runs for v, runs in over.items() if runs}
+    if over:  # the training log's window summaries, averaged over cells step by step
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        for ax, key, title in ((axes[0], "normalized_entropy", "per-token routing entropy (normalised)"),
+                               (axes[1], "load_cv", "load CV over experts (0 = balanced)")):
+            for variant, runs in over.items():
+                steps = sorted({w["step"] for run in runs for w in run})
+                by_step = {st: [w[key] for run in runs for w in run if w["step"] == st] for st in steps}
+                ax.plot(steps, [statistics.fmean(by_step[st]) for st in steps], label=label(variant))
+            ax.set_xlabel("training step")
+            ax.set_title(title, fontsize=9)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / "routing_over_training.png", dpi=110)
+        plt.close(fig)
+        written.append("routing_over_training.png")
     real_tasks = [t for t in tasks if t != "average over tasks"]
     fig, axes = plt.subplots(1, len(real_tasks), figsize=(4.5 * len(real_tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], real_tasks):
@@ -375,6 +393,9 @@ def write_report(folder) -> Path:
               "log's window summaries (every log_every steps), first and last window; per-step routing is not "
               "recorded.", ""]
     lines += routing_tables(routing) + ([""] + ["![routing balance](routing_balance.png)"] if routing else [])
+    if "routing_over_training.png" in plots:
+        lines += ["", "Over training (the training log's window summaries, mean over cells):", "",
+                  "![routing over training](routing_over_training.png)"]
     lines += ["", "## (d) Routing stability", "",
               "‖Δg‖/‖Δx‖ per token and routed module under Gaussian noise on the input embeddings "
               "(σ·N(0,1)·rms per token); Δx is that module's own input change. Lower = smoother routing. Median "

@@ -63,7 +63,7 @@ def test_report_renders_tables_sentences_and_plots(rich_grid):
     assert "| MoELoRA − LoRA | on syn_animals (pooled over seeds) |" in text
     assert "significant" in text and ("is below" in text or " tie " in text)
     assert "TalkLoRA's median ‖Δg‖/‖Δx‖ is" in text
-    for name in ("accuracy.png", "routing_balance.png", "stability.png", "loss_curves.png"):
+    for name in ("accuracy.png", "routing_balance.png", "routing_over_training.png", "stability.png", "loss_curves.png"):
         assert (out / name).read_bytes().startswith(PNG), name
 
 
