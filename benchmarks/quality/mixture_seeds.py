@@ -23,7 +23,7 @@ from typing import Any, Dict, List
 
 from talklora_hub.evaluation.intervals import paired_difference
 from talklora_hub.zoo.recipes import get_recipe
-from talklora_hub.zoo.shipped import default_zoo_dir, load_baselines, read_record, shipped_entries
+from talklora_hub.zoo.shipped import RECORD, default_zoo_dir, load_baselines, read_record, shipped_entries
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mixture-seeds"
 METHODS = ("talklora", "lora", "moelora")
@@ -42,7 +42,7 @@ def records(out: Path, shipped: Path) -> Dict[str, Dict[int, Dict[str, Any]]]:
     found: Dict[str, Dict[int, Dict[str, Any]]] = {}
     for method in METHODS:
         for folder in [shipped / f"smollm2-{method}-mixture", *sorted((out / "zoo").glob(f"smollm2-{method}-mixture-seed*"))]:
-            if (folder / "record.json").is_file():  # the report needs the record only, not the weights
+            if (folder / RECORD).is_file():  # the report needs the record only, not the weights
                 record = read_record(folder)
                 found.setdefault(method, {})[int(record["seed"])] = record
     return found
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
         for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
             for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
                 recipe = seed_recipe(method, seed)
-                if (zoo / recipe.name / "record.json").is_file() or recipe.name in shipped_entries(shipped):
+                if (zoo / recipe.name / RECORD).is_file() or recipe.name in shipped_entries(shipped):
                     continue  # finished (a record copied without its weights counts: it is what the report reads)
                 result = train_entry(recipe, args.out / "runs", zoo)
                 ship(recipe, result, zoo, baselines)
@@ -159,8 +159,9 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "seeds.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out / "seeds.png", load_baselines(shipped))
-    (args.out / "SEEDS.md").write_text(markdown(result) + "\n![accuracy over seeds](seeds.png)\n")
-    print(markdown(result))
+    text = markdown(result)
+    (args.out / "SEEDS.md").write_text(text + "\n![accuracy over seeds](seeds.png)\n")
+    print(text)
     return 0
 
 

@@ -97,18 +97,16 @@ def check_grid_file(grid: Grid) -> None:
     """grid.json records the settings; a re-run into the same folder must not change what cells mean
     (more seeds, tasks or variants are fine: they are new cells)."""
     path = grid.out / "grid.json"
+    settings = grid.settings()
     if path.is_file():
         old = json.loads(path.read_text())
-        changed = {k: (old.get(k), v) for k, v in grid.settings().items() if k in FIXED and old.get(k) != v}
+        changed = {k: (old.get(k), v) for k, v in settings.items() if k in FIXED and old.get(k) != v}
         if changed:
             raise SystemExit(f"--out {grid.out} holds a grid with other settings {changed} (old, new). Fix: keep "
                              "the settings, or pass another --out.")
-        settings = grid.settings()
         for axis in ("variants", "seeds", "tasks"):  # the folder holds the union of every run's cells
             settings[axis] = old.get(axis, []) + [x for x in settings[axis] if x not in old.get(axis, [])]
-        write_json_atomic(path, settings)
-        return
-    write_json_atomic(path, grid.settings())
+    write_json_atomic(path, settings)
 
 
 # ---- one cell ----------------------------------------------------------------------------------

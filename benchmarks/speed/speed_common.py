@@ -69,7 +69,7 @@ def add_common_args(parser: argparse.ArgumentParser, repeats: int, quick_repeats
     parser.add_argument("--out", default=None,
                         help="write the markdown report here, and the raw numbers as JSON next to it (.json)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="cpu (fp32), or cuda: fp32 and bf16 (skipped with a note where there is no CUDA)")
+                        help="cpu, or cuda (skipped with a note where there is no CUDA); --dtypes picks the precisions")
     parser.add_argument("--dtypes", default=None,
                         help="comma list of fp32, bf16 (default: fp32 on cpu, fp32,bf16 on cuda). bf16 on a CPU is "
                              "worth measuring only where it runs natively (AVX512-BF16 / AMX; the report says)")
@@ -104,12 +104,6 @@ def plans(device: str, dtypes: Optional[List[str]] = None) -> Optional[List[Tupl
         return None
     return [("cuda", d) for d in (dtypes or ["fp32", "bf16"])]
 
-
-def cpu_runs_bf16_natively() -> bool:
-    """AVX512-BF16 or AMX: where bf16 matmuls are faster than fp32 rather than emulated."""
-    from talklora_hub.train.trainer import native_bf16
-
-    return native_bf16(on_cpu=True)
 
 
 def torch_dtype(name: str):
@@ -322,6 +316,8 @@ def environment(args: argparse.Namespace) -> Dict[str, object]:
     import torch
     import transformers
 
+    from talklora_hub.train.trainer import native_bf16
+
     env: Dict[str, object] = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command_line(),
@@ -334,7 +330,7 @@ def environment(args: argparse.Namespace) -> Dict[str, object]:
         "platform": platform.platform(),
         "git_commit": git_commit(),
         "device": args.device,
-        "cpu_native_bf16": cpu_runs_bf16_natively(),
+        "cpu_native_bf16": native_bf16(on_cpu=True),  # AVX512-BF16 or AMX: bf16 faster than fp32, not emulated
     }
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
