@@ -5,7 +5,7 @@
 # (tests/packaging/test_transformers_matrix.py).
 #
 # Releases: the oldest supported (TRANSFORMERS_MIN_VERSION in talklora_hub/modeling/compat.py, pyproject's
-# lower bound) and the newest on PyPI; TALKLORA_TRANSFORMERS_MATRIX="5.20.0 5.22.2" overrides. The venvs are
+# lower bound) and the newest that pip can install; TALKLORA_TRANSFORMERS_MATRIX="5.20.0 5.22.2" overrides. The venvs are
 # cached under .cache/matrix/ (a re-run builds nothing). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,10 +14,16 @@ if ! .venv/bin/python -c "import talklora_hub.modeling, pytest" 2>/dev/null; the
 fi
 if [ -z "${TALKLORA_TRANSFORMERS_MATRIX:-}" ]; then
   oldest=$(.venv/bin/python -c "from talklora_hub.modeling.compat import TRANSFORMERS_MIN_VERSION as v; print(v)")
-  newest=$(.venv/bin/python -m pip index versions transformers 2>/dev/null | sed -n 's/^transformers (\(.*\))$/\1/p' || true)
+  # The newest release a stranger can install: pip's own resolution (with our constraints), not the newest
+  # listed, since a listed release may need a dependency the registry lacks (5.25.0 needed kernels>=0.19.1).
+  listed=$(.venv/bin/python -m pip index versions transformers 2>/dev/null | sed -n 's/^transformers (\(.*\))$/\1/p' || true)
+  newest=$(.venv/bin/python -m pip install --dry-run --ignore-installed -q --report - -c constraints.txt \
+             transformers safetensors 2>/dev/null | .venv/bin/python scripts/resolved_version.py transformers || true)
   if [ -z "$newest" ]; then
     newest=$(.venv/bin/python -c "import transformers; print(transformers.__version__)")
-    echo "PyPI's newest transformers could not be read: testing the dev venv's $newest instead"
+    echo "pip could not resolve an installable transformers: testing the dev venv's $newest instead"
+  elif [ -n "$listed" ] && [ "$listed" != "$newest" ]; then
+    echo "PyPI lists transformers $listed, but it cannot be installed here; the newest installable is $newest"
   fi
   TALKLORA_TRANSFORMERS_MATRIX=$(printf '%s\n' "$oldest" "$newest" | sort -uV | tr '\n' ' ')
 fi
