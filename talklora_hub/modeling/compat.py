@@ -6,7 +6,7 @@ a message that names neither the cause nor the fix. This check fails first, and 
 
 Part of the bundle that travels inside every saved model: imports only the standard library and
 transformers. `scripts/transformers_matrix.sh` loads saved models on the oldest supported release and on
-the newest one on PyPI.
+the newest one pip can install.
 """
 
 from __future__ import annotations

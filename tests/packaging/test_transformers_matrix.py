@@ -4,7 +4,7 @@ release and safetensors (no talklora_hub, accelerate or peft), and give the logi
 generate() tokens of the reference computed here.
 
 The releases come from TALKLORA_TRANSFORMERS_MATRIX (e.g. "5.20.0 5.24.0"); scripts/transformers_matrix.sh
-sets it to the oldest supported release and the newest on PyPI. Without it these tests skip. The venvs are
+sets it to the oldest supported release and the newest pip can install. Without it these tests skip. The venvs are
 cached under .cache/matrix/.
 
 Logits and routing are compared with a tolerance (releases may order float operations differently); the
