@@ -1,4 +1,4 @@
-"""`talklora-hub zoo build | retrain | recipes | list`: the shipped zoo from the shell."""
+"""`talklora-hub zoo build | retrain | compare | recipes | list`: the shipped zoo from the shell."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ def register(subparsers) -> None:
     peft.add_argument("--recipe", default="smollm2-lora-mixture", help="whose budget (default smollm2-lora-mixture)")
     peft.add_argument("--zoo-dir", default=None)
     peft.set_defaults(func=cmd_peft_baseline)
+
+    compare = actions.add_parser("compare", help="does a retrained zoo reproduce the shipped one? each entry's retrained "
+                                                 "accuracy against the shipped interval (exit 1 if one falls outside)")
+    compare.add_argument("--retrained", required=True, help="the folder `zoo retrain --zoo-dir` shipped into")
+    compare.add_argument("--zoo-dir", default=None, help="the shipped zoo (default: the repository's zoo/)")
+    compare.set_defaults(func=cmd_compare)
 
     recipes = actions.add_parser("recipes", help="the recipes and which entries are shipped")
     recipes.add_argument("--zoo-dir", default=None)
@@ -71,6 +77,23 @@ def cmd_peft_baseline(args) -> int:
     from ..zoo.retrain import peft_baseline
 
     peft_baseline(args.recipe, Path(args.zoo_dir) if args.zoo_dir else None)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from ..zoo.reproduce import compare_zoos, markdown
+
+    try:
+        rows = compare_zoos(Path(args.retrained), Path(args.zoo_dir) if args.zoo_dir else None)
+    except ValueError as error:
+        print(error)
+        return 2
+    print(markdown(rows), end="")
+    outside = [f"{r['entry']} on {r['task']}" for r in rows if not r["within"]]
+    if outside:
+        print(f"not reproduced (outside the shipped interval): {', '.join(outside)}")
+        return 1
+    print(f"reproduced: all {len(rows)} figures inside the shipped intervals")
     return 0
 
 
