@@ -7,7 +7,9 @@
 - zero_shot_lm: the untouched causal LM base, constrained scoring of the task's verbalizers after its
   prompt (exactly how the zoo's causal models are scored, with a zero update);
 - zero_shot_encoder: a sentence encoder's cosine similarity between the text and a short description
-  of each label (the encoder's own zero-shot use; its classification head would be random).
+  of each label (the encoder's own zero-shot use; its classification head would be random);
+- frozen_encoder_lr: logistic regression on the frozen encoder's mean-pooled embeddings (a linear probe:
+  the floor an adapter on that encoder should clear; benchmarks/quality/encoder_probe.py).
 
 Each returns a BaselineResult: the accuracy with its 95% interval and the per-example hits, so that
 paired comparisons against a model on the same examples are possible.
@@ -116,34 +118,71 @@ def zero_shot_lm(task: str, base_path: str, split: str = "test", splits=None, ma
                    base=str(base_path))
 
 
-def zero_shot_encoder(task: str, base_path: str, split: str = "test", splits=None, max_length: int = 128,
-                      batch_size: int = 32) -> BaselineResult:
-    """A sentence encoder's zero-shot classification: the label whose description embedding (mean-pooled,
-    L2-normalised) is closest in cosine to the text's."""
-    import torch
+def load_encoder(base_path: str):
+    """(tokenizer, encoder) of a frozen sentence encoder, in eval mode."""
     from transformers import AutoModel, AutoTokenizer
 
-    from ..data.tasks import get_task
+    return AutoTokenizer.from_pretrained(base_path), AutoModel.from_pretrained(base_path).eval()
 
-    spec = get_task(task)
-    data = _splits(task, splits)[split]
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
-    encoder = AutoModel.from_pretrained(base_path).eval()
-    phrases = ZERO_SHOT_LABELS.get(task, {})
-    descriptions = [phrases.get(name, name) for name in spec.label_names]
 
-    @torch.no_grad()
-    def embed(texts: Sequence[str]) -> torch.Tensor:
-        rows = []
+def mean_pooled_embeddings(encoder, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 32):
+    """The frozen encoder's sentence embeddings: last hidden states mean-pooled over the real tokens, then
+    L2-normalised (how all-MiniLM-L6-v2 is meant to be used). Returns a float32 tensor (N, hidden)."""
+    import torch
+
+    rows = []
+    with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             enc = tokenizer(list(texts[start:start + batch_size]), truncation=True, max_length=max_length,
                             padding=True, return_tensors="pt")
             hidden = encoder(**enc).last_hidden_state  # (B, S, H)
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             rows.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
-        return torch.cat(rows)
+    return torch.cat(rows).float()
 
-    similarity = embed(data["text"]) @ embed(descriptions).T  # (N, labels)
+
+def zero_shot_encoder(task: str, base_path: str, split: str = "test", splits=None, max_length: int = 128,
+                      batch_size: int = 32) -> BaselineResult:
+    """A sentence encoder's zero-shot classification: the label whose description embedding (mean-pooled,
+    L2-normalised) is closest in cosine to the text's."""
+    from ..data.tasks import get_task
+
+    spec = get_task(task)
+    data = _splits(task, splits)[split]
+    phrases = ZERO_SHOT_LABELS.get(task, {})
+    descriptions = [phrases.get(name, name) for name in spec.label_names]
+    tokenizer, encoder = load_encoder(base_path)
+    similarity = (mean_pooled_embeddings(encoder, tokenizer, data["text"], max_length, batch_size)
+                  @ mean_pooled_embeddings(encoder, tokenizer, descriptions, max_length, batch_size).T)  # (N, labels)
     predictions = [int(i) for i in similarity.argmax(-1)]
     return _result("zero-shot base", task, split, predictions, data["label"], label_descriptions=descriptions,
                    base=str(base_path))
+
+
+PROBE_CS = (0.3, 1.0, 3.0, 10.0, 30.0)
+
+
+def frozen_encoder_lr(task: str, base_path: str, split: str = "test", splits=None, max_length: int = 256,
+                      batch_size: int = 32, cs: Sequence[float] = PROBE_CS, seed: int = 0) -> BaselineResult:
+    """A linear probe: logistic regression on the frozen encoder's mean-pooled embeddings, trained on the
+    whole training split. What an adapter on that encoder should at least reach: it sees the same
+    features and may change them. C is chosen on the validation split where the task has one (never on
+    `split`), else C = 1; every C's validation accuracy is in the details."""
+    from sklearn.linear_model import LogisticRegression
+
+    data = _splits(task, splits)
+    tokenizer, encoder = load_encoder(base_path)
+    features = {name: mean_pooled_embeddings(encoder, tokenizer, data[name]["text"], max_length, batch_size).numpy()
+                for name in {"train", split, *(["validation"] if "validation" in data else [])}}
+
+    def fit(c: float):
+        return LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(features["train"], data["train"]["label"])
+
+    chosen, validation = 1.0, {}
+    if "validation" in data and split != "validation":
+        validation = {c: float(fit(c).score(features["validation"], data["validation"]["label"])) for c in cs}
+        chosen = max(cs, key=lambda c: (validation[c], -abs(c - 1.0)))  # ties: the C nearest the default
+    predictions = [int(p) for p in fit(chosen).predict(features[split])]
+    return _result("frozen encoder + LR", task, split, predictions, data[split]["label"], C=chosen,
+                   validation_accuracy={str(c): v for c, v in validation.items()}, max_length=max_length,
+                   train_examples=len(data["train"]), base=str(base_path))
