@@ -5,13 +5,14 @@ The hash covers every base tensor's name, shape and values rounded to bfloat16: 
 loaded in fp32 or bf16 gives the same fingerprint, a different base (or a fine-tuned one) does not.
 Adapter tensors are excluded, so a wrapped model and its bare base fingerprint alike; so is a sequence
 classifier's head (a fresh base's head is random, a trained expert's head travels in the expert's own
-tensors): what is pinned is the pretrained backbone the head sits on.
+tensors), and so are the base modules an adapter trains with it (AdapterSettings.modules_to_save, e.g. BERT's
+pooler: they too travel in the expert's tensors): what is pinned is the frozen pretrained backbone.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Dict
+from typing import Dict, Sequence
 
 import torch
 import torch.nn as nn
@@ -19,13 +20,17 @@ import torch.nn as nn
 from ..modeling.injection import base_state_dict
 
 
-def base_fingerprint(model: nn.Module) -> str:
-    """sha256 hex digest (prefixed "bf16-sha256:") of the base weights of a base or wrapped model."""
+def base_fingerprint(model: nn.Module, trained_modules: Sequence[str] = ()) -> str:
+    """sha256 hex digest (prefixed "bf16-sha256:") of the base weights of a base or wrapped model.
+
+    trained_modules: base module names (as in the unwrapped base) the artifact trains and carries, left out of
+    the hash; a wrapped model adds its own modules_to_save, so pass an expert's list when fingerprinting the bare
+    base it is to be attached to."""
     digest = hashlib.sha256()
     seen: Dict[int, str] = {}
-    head = _classifier_head_prefixes(model)
+    skip = _classifier_head_prefixes(model) + tuple(trained_modules) + _own_trained_modules(model)
     for name, tensor in sorted(base_state_dict(model).items()):
-        if any(name == p or name.startswith(p + ".") for p in head):
+        if any(name == p or name.startswith(p + ".") for p in skip):
             continue
         if tensor.data_ptr() in seen:  # tied weights: count the storage once
             continue
@@ -45,3 +50,9 @@ def _classifier_head_prefixes(model: nn.Module):
         return ()
     prefix = getattr(inner, "base_model_prefix", "")
     return tuple(name for name, _ in inner.named_children() if name != prefix)
+
+
+def _own_trained_modules(model: nn.Module):
+    """A wrapped model's modules_to_save (a bare base has none)."""
+    settings = getattr(getattr(model, "config", None), "adapter_settings", None)
+    return tuple(getattr(settings, "modules_to_save", None) or ())

@@ -3,6 +3,7 @@ figures are that model's."""
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -48,9 +49,11 @@ def test_a_shipped_entry_reloads_to_the_scored_model(tiny_llama, tmp_path):
     assert json.loads((folder / RECORD).read_text())["weights"].startswith("bf16")
 
 
-def test_a_trained_classifier_expert_attaches_to_a_fresh_base(tmp_path):
-    """The fingerprint pins the pretrained backbone, not the classification head: a fresh base's head is
-    random, the expert's trained head travels in its own tensors."""
+@pytest.mark.parametrize("modules_to_save", [None, ["bert.pooler"]])
+def test_a_trained_classifier_expert_attaches_to_a_fresh_base(tmp_path, modules_to_save):
+    """The fingerprint pins the frozen pretrained backbone, not the classification head nor the base modules
+    trained with the adapter (BERT's pooler): a fresh base's are untrained, the expert's travel in its own
+    tensors."""
     from transformers import AutoModelForSequenceClassification
 
     from talklora_hub.publish.artifacts import attach_expert, export_expert
@@ -60,9 +63,14 @@ def test_a_trained_classifier_expert_attaches_to_a_fresh_base(tmp_path):
 
     path = save_tiny_bert(tmp_path / "bert")
     result = train(TrainConfig(base=str(path), tasks=[colors_task(40)], method="talklora", r=4, max_steps=2,
-                               batch_size=4, max_length=32, lr=5e-2, max_eval_examples=0, **QUIET))
+                               batch_size=4, max_length=32, lr=5e-2, max_eval_examples=0,
+                               modules_to_save=modules_to_save, **QUIET))
     fresh = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    assert base_fingerprint(fresh) == base_fingerprint(result.model)
+    assert base_fingerprint(fresh, modules_to_save or ()) == base_fingerprint(result.model)
+    if modules_to_save:  # the pooler did train, and a fingerprint that kept it would tell the bases apart
+        trained = result.model.inner_model.bert.pooler.dense.weight
+        assert not torch.equal(trained, fresh.bert.pooler.dense.weight)
+        assert base_fingerprint(fresh) != base_fingerprint(fresh, modules_to_save)
     folder = export_expert(result.model, tmp_path / "expert", "syn_colors", "me/bert", "abc")
     again = attach_expert(folder, base=AutoModelForSequenceClassification.from_pretrained(path, num_labels=2))
     ids = torch.tensor([[4, 7, 8, 9, 5]])
