@@ -546,10 +546,13 @@ def staged_directory(save_directory: Union[str, os.PathLike]) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield staging
-        # mkdtemp makes a private (0700) folder; a saved model is meant to be shared like any other folder.
+        # mkdtemp makes a private (0700) folder and safetensors writes private (0600) files; a saved model is
+        # meant to be shared like any other folder, so both follow the umask.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)
+        for path in staging.rglob("*"):
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
         _replace_directory(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

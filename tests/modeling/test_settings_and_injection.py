@@ -214,3 +214,6 @@ def test_saved_folders_are_readable_by_others(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == 0o777 & ~umask
+    files = list((tmp_path / "m").iterdir())
+    assert any(f.suffix == ".safetensors" for f in files)  # safetensors itself writes 0600
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask for f in files)

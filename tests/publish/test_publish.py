@@ -191,3 +191,4 @@ def test_exports_replace_the_folder_whole_and_are_readable(base_repo, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask for f in folder.iterdir())
