@@ -18,6 +18,7 @@ paired comparisons against a model on the same examples are possible.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import PurePath
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -55,6 +56,11 @@ def _result(name: str, task: str, split: str, predictions: Sequence[int], labels
     accuracy = accuracy_with_interval(predictions, labels)
     hits = [int(p) == int(r) for p, r in zip(predictions, labels)]
     return BaselineResult(name, task, split, accuracy, hits, details)
+
+
+def _base_name(base_path) -> str:
+    """The base's folder name, which is what a result records: a cache path means nothing on another machine."""
+    return PurePath(str(base_path)).name
 
 
 def _splits(task: str, splits=None):
@@ -115,7 +121,7 @@ def zero_shot_lm(task: str, base_path: str, split: str = "test", splits=None, ma
     scores = score_choices(model, tokenizer, data["prompt"], [choices] * len(data), max_length, batch_size)
     predictions = [max(range(len(s)), key=s.__getitem__) for s in scores]
     return _result("zero-shot base", task, split, predictions, data["label"], max_length=max_length,
-                   base=str(base_path))
+                   base=_base_name(base_path))
 
 
 def load_encoder(base_path: str):
@@ -156,7 +162,7 @@ def zero_shot_encoder(task: str, base_path: str, split: str = "test", splits=Non
                   @ mean_pooled_embeddings(encoder, tokenizer, descriptions, max_length, batch_size).T)  # (N, labels)
     predictions = [int(i) for i in similarity.argmax(-1)]
     return _result("zero-shot base", task, split, predictions, data["label"], label_descriptions=descriptions,
-                   base=str(base_path))
+                   base=_base_name(base_path))
 
 
 PROBE_CS = (0.3, 1.0, 3.0, 10.0, 30.0)
@@ -185,4 +191,4 @@ def frozen_encoder_lr(task: str, base_path: str, split: str = "test", splits=Non
     predictions = [int(p) for p in fit(chosen).predict(features[split])]
     return _result("frozen encoder + LR", task, split, predictions, data[split]["label"], C=chosen,
                    validation_accuracy={str(c): v for c, v in validation.items()}, max_length=max_length,
-                   train_examples=len(data["train"]), base=str(base_path))
+                   train_examples=len(data["train"]), base=_base_name(base_path))

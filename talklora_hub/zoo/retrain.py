@@ -49,7 +49,6 @@ def compute_baselines(zoo_dir: Path, tasks: Iterable[str], bases: Dict[str, str]
                 zero[base] = bl.zero_shot_encoder(task, str(base_model_path(base))).to_dict()
             else:
                 zero[base] = bl.zero_shot_lm(task, str(base_model_path(base)), max_length=max_length).to_dict()
-            zero[base]["details"]["base"] = base  # the base's name: a cache path means nothing elsewhere
         found = _merge_baselines(zoo_dir, found)
     return found
 

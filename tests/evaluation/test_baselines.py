@@ -71,6 +71,7 @@ def test_frozen_encoder_lr_reads_the_words_through_a_tiny_random_encoder_and_pic
     best = max(probe.details["validation_accuracy"].values())
     assert probe.details["validation_accuracy"][str(probe.details["C"])] == best
     assert len(probe.hits) == 80 and probe.details["train_examples"] == 160
+    assert probe.details["base"] == "bert"  # the folder's name, never a path of this machine
     # Without a validation split nothing is tuned: C = 1.
     no_validation = DatasetDict(train=data["train"], test=data["test"])
     assert baselines.frozen_encoder_lr("colours", str(base), splits=no_validation, max_length=16).details["C"] == 1.0
