@@ -1,10 +1,11 @@
 """Probe a change to a zoo recipe before retraining the zoo with it (issue 8: can a setting make an entry learn
 a task it does not?).
 
-    python benchmarks/quality/recipe_probe.py --entry smollm2-lora-mixture --max-length 160 --bf16 [--steps N] [--tasks a,b] [--out DIR]
+    python benchmarks/quality/recipe_probe.py --entry smollm2-lora-mixture --max-length 160 --bf16 [--steps N] [--tasks a,b] [--lr LR]
+        [--modules-to-save bert.pooler] [--method lora] [--seed S] [--out DIR]
 
 Trains the shipped entry's recipe with only the given fields changed, under a new name
-(<entry>[-only-<tasks>][-len<L>][-steps<N>]), scores it on the whole test splits exactly as `talklora-hub zoo retrain` does,
+(<entry>[-only-<tasks>][-len<L>][-steps<N>][-lr<LR>][-train-<modules>][-<method>][-seed<S>]), scores it on the whole test splits exactly as `talklora-hub zoo retrain` does,
 and writes DIR/zoo/<name>/record.json (weights beside it). The shipped zoo is never touched. A finished probe is
 skipped on a re-run; an interrupted one resumes from its checkpoints.
 """
@@ -22,7 +23,8 @@ from talklora_hub.zoo.shipped import default_zoo_dir, load_baselines, shipped_en
 RESULTS = Path(__file__).resolve().parent / "results" / "recipe-probes"
 
 
-def probe_recipe(entry: str, max_length=None, steps=None, bf16=False, tasks=None):
+def probe_recipe(entry: str, max_length=None, steps=None, bf16=False, tasks=None, lr=None, modules_to_save=None,
+                 method=None, seed=None):
     """The shipped recipe with the given fields changed, named after what changed."""
     recipe = get_recipe(entry)
     changes, suffix = {}, ""
@@ -32,10 +34,22 @@ def probe_recipe(entry: str, max_length=None, steps=None, bf16=False, tasks=None
         changes["max_length"], suffix = max_length, suffix + f"-len{max_length}"
     if steps is not None:
         changes["max_steps"], suffix = steps, suffix + f"-steps{steps}"
+    if lr is not None:
+        changes["lr"], suffix = lr, suffix + f"-lr{lr:g}"
+    if modules_to_save:
+        changes["modules_to_save"] = list(modules_to_save)
+        suffix += "-train-" + "-".join(m.replace(".", "-") for m in modules_to_save)
+    if method is not None:
+        # The same budget with another method; LoRA has no experts to count.
+        changes["method"], suffix = method, suffix + f"-{method}"
+        if method == "lora":
+            changes["num_experts"] = None
+    if seed is not None:
+        changes["seed"], suffix = seed, suffix + f"-seed{seed}"
     if bf16:
         changes["bf16"] = True  # a speed setting (autocast where native), not part of the name
     if not suffix:
-        raise SystemExit("recipe_probe: change at least one of --tasks, --max-length, --steps (else it is the shipped "
+        raise SystemExit("recipe_probe: change at least one of --tasks, --max-length, --steps, --lr, --modules-to-save, --method, --seed (else it is the shipped "
                          "recipe).")
     return dataclasses.replace(recipe, name=recipe.name + suffix, train={**recipe.train, **changes})
 
@@ -46,11 +60,17 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", help="comma list: train on these of the entry's tasks only")
     parser.add_argument("--max-length", type=int)
     parser.add_argument("--steps", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--modules-to-save", help="comma list of base modules that also train, e.g. bert.pooler")
+    parser.add_argument("--method", choices=["lora", "moelora", "talklora", "ttlora"], help="the same budget, another method")
+    parser.add_argument("--seed", type=int)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast where the hardware runs it natively")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    recipe = probe_recipe(args.entry, args.max_length, args.steps, args.bf16, tasks)
+    modules = [m.strip() for m in args.modules_to_save.split(",") if m.strip()] if args.modules_to_save else None
+    recipe = probe_recipe(args.entry, args.max_length, args.steps, args.bf16, tasks, args.lr, modules, args.method,
+                          args.seed)
     zoo = args.out / "zoo"
     if recipe.name not in shipped_entries(zoo):
         from talklora_hub.zoo.retrain import ship, train_entry

@@ -97,7 +97,7 @@ def test_interference_table_pairs_old_tasks_and_lists_the_new_one(tmp_path):
     assert f"| {old_tasks[0]} | 0.500 | 0.500 | +0.000" in table and "| sotu_era (new) |" in table
 
 
-def test_a_recipe_probe_changes_only_what_it_names():
+def test_a_recipe_probe_changes_only_what_it_names(tmp_path):
     import recipe_probe
 
     shipped = recipe_probe.get_recipe("smollm2-lora-mixture")
@@ -109,3 +109,34 @@ def test_a_recipe_probe_changes_only_what_it_names():
     single = recipe_probe.probe_recipe("smollm2-lora-mixture", steps=480, tasks=["sotu_party"])
     assert single.name == "smollm2-lora-mixture-only-sotu-party-steps480"
     assert single.train == {**shipped.train, "tasks": ["sotu_party"], "max_steps": 480}
+    pooled = recipe_probe.probe_recipe("minilm-talklora-sotu-party", lr=1e-3, modules_to_save=["bert.pooler"])
+    assert pooled.name == "minilm-talklora-sotu-party-lr0.001-train-bert-pooler"
+    assert pooled.train == {**recipe_probe.get_recipe("minilm-talklora-sotu-party").train, "lr": 1e-3,
+                            "modules_to_save": ["bert.pooler"]}
+    lora = recipe_probe.probe_recipe("minilm-talklora-fortune-topic", method="lora", seed=2)
+    assert lora.name == "minilm-talklora-fortune-topic-lora-seed2"
+    assert lora.train["method"] == "lora" and lora.train["num_experts"] is None and lora.train["seed"] == 2
+    from talklora_hub.train.config import TrainConfig
+
+    assert TrainConfig(**lora.train, output=str(tmp_path)).adapter.method == "lora"  # a config the trainer takes
+
+
+def test_probe_pairs_pairs_the_same_seed_and_example(tmp_path):
+    import probe_pairs
+    from talklora_hub.zoo.shipped import EXPERT_META, RECORD, WEIGHTS
+
+    def entry(name, hits):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / WEIGHTS).write_bytes(b"w")
+        (folder / EXPERT_META).write_text("{}")
+        (folder / RECORD).write_text(json.dumps({"metrics": {"spam": {"hits": hits}}}))
+
+    # Seed 0: A right where B is wrong on 2 of 4; seed 1: both alike. Paired over 8 (seed, example) pairs: +0.25.
+    entry("a0", "1110"), entry("b0", "1000"), entry("a1", "0101"), entry("b1", "0101")
+    table = probe_pairs.pair_table(["a0", "a1"], ["b0", "b1"], [tmp_path], "A", "B")
+    assert "| spam | 2 | 0.625 | 0.375 | +0.250 [" in table and "| 8 |" in table
+    with pytest.raises(SystemExit, match="one per seed"):
+        probe_pairs.pair_table(["a0"], ["b0", "b1"], [tmp_path], "A", "B")
+    with pytest.raises(SystemExit, match="no scored record named 'c0'"):
+        probe_pairs.pair_table(["c0"], ["b0"], [tmp_path], "A", "B")
