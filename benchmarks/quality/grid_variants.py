@@ -64,10 +64,12 @@ def _settings(fields: Dict[str, Any], target_modules, lora_dropout: float):
 
 
 def trainable_count(base_path: str, head: str, fields: Dict[str, Any], target_modules=None,
-                    lora_dropout: float = 0.0, num_labels: int = 2) -> int:
+                    lora_dropout: float = 0.0, num_labels: int = 2, shared: Optional[Dict[str, Any]] = None) -> int:
     """model.parameter_counts()["trainable"] of the variant on the base, built on the meta device.
 
-    head: "classification" (the head over num_labels, which is trained, is counted) or "causal"."""
+    head: "classification" (the head over num_labels, which is trained, is counted) or "causal";
+    shared: adapter fields every variant of the grid adds (Grid.shared_fields(), e.g. modules_to_save)."""
+    fields = {**fields, **(shared or {})}
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from talklora_hub.modeling import TalkLoRAForCausalLM, TalkLoRAForSequenceClassification
@@ -85,13 +87,13 @@ def trainable_count(base_path: str, head: str, fields: Dict[str, Any], target_mo
 
 
 def matched_lora_rank(base_path: str, head: str, r: int, target_modules=None, lora_dropout: float = 0.0,
-                      num_labels: int = 2) -> Tuple[int, int, int]:
+                      num_labels: int = 2, shared: Optional[Dict[str, Any]] = None) -> Tuple[int, int, int]:
     """(rank, LoRA's count at it, TalkLoRA's count): the LoRA rank whose trainable count is closest to the
     `talklora` variant's at rank r (ties: the smaller rank).
 
     LoRA's count is affine in its rank (head + rank * sum over targets of D_in + D_out), so two builds
     give the line; the chosen rank and its neighbours are then built to confirm the closest."""
-    count = lambda fields: trainable_count(base_path, head, fields, target_modules, lora_dropout, num_labels)  # noqa: E731
+    count = lambda fields: trainable_count(base_path, head, fields, target_modules, lora_dropout, num_labels, shared)  # noqa: E731
     target = count(variant_fields("talklora", r))
     at = {k: count({"method": "lora", "r": k}) for k in (1, 2)}
     slope = at[2] - at[1]

@@ -39,7 +39,7 @@ from grid_variants import QUICK_VARIANTS, ROUTED, matched_lora_rank, select_vari
 RESULTS = Path(__file__).resolve().parent / "results"
 # Settings that define what a cell computes: a re-run into the same folder must keep them.
 FIXED = ("base", "head", "steps", "max_length", "batch_size", "r", "lrs", "targets", "lora_dropout",
-         "max_train_examples", "routing_examples", "sigmas")
+         "max_train_examples", "routing_examples", "sigmas", "modules_to_save")
 
 
 @dataclasses.dataclass
@@ -63,7 +63,12 @@ class Grid:
     max_train_examples: Optional[int] = None
     routing_examples: int = 128
     sigmas: List[float] = dataclasses.field(default_factory=lambda: [0.01, 0.05])
+    modules_to_save: Optional[List[str]] = None  # base modules every variant trains too (e.g. BERT's pooler)
     matched: Optional[Dict[str, int]] = None  # lora-matched: {"rank", "lora_count", "talklora_count"}
+
+    def shared_fields(self) -> Dict[str, Any]:
+        """Adapter fields every variant shares besides targets and dropout."""
+        return {"modules_to_save": list(self.modules_to_save)} if self.modules_to_save else {}
 
     @property
     def task_names(self) -> List[str]:
@@ -134,7 +139,7 @@ def run_cell(grid: Grid, variant: str, task_item: Any, seed: int, lr: float, val
     from talklora_hub.zoo.scoring import score
 
     task = task_item if isinstance(task_item, str) else task_item[0]
-    fields = variant_fields(variant, grid.r, grid.matched["rank"] if grid.matched else None)
+    fields = {**variant_fields(variant, grid.r, grid.matched["rank"] if grid.matched else None), **grid.shared_fields()}
     cfg = TrainConfig(base=grid.base_path, tasks=[task_item], head=grid.head, target_modules=grid.targets,
                       lora_dropout=grid.lora_dropout, lr=lr, max_steps=grid.steps, batch_size=grid.batch_size,
                       max_length=grid.max_length, seed=seed, max_train_examples=grid.max_train_examples,
@@ -252,6 +257,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--lrs", help="several: a search on the validation split with seed 0, e.g. 1e-3,3e-3")
     p.add_argument("--targets", help="comma-separated target modules (default: the architecture's)")
     p.add_argument("--lora-dropout", type=float, default=0.05)
+    p.add_argument("--modules-to-save", help="comma list of base modules every variant trains too, e.g. bert.pooler")
     p.add_argument("--max-train-examples", type=int)
     p.add_argument("--routing-examples", type=int, help="test examples probed for routing and stability (128)")
     p.add_argument("--sigmas", default="0.01,0.05", help="embedding noise levels of the stability measure")
@@ -291,16 +297,21 @@ def grid_from_args(args: argparse.Namespace, scratch: Path) -> Grid:
         variants = select_variants(args.variants or "all")
     lrs = _floats(args.lrs or args.lr or defaults["lrs"])
     steps, max_length = pick("steps", args.steps), pick("max_length", args.max_length)
+    modules = [m.strip() for m in args.modules_to_save.split(",") if m.strip()] if args.modules_to_save else None
     name = "quick-" + args.quick_arch if args.quick else f"{Path(base).name}-{steps}steps-len{max_length}"
+    if modules:
+        name += "-train-" + "-".join(m.replace(".", "-") for m in modules)
     grid = Grid(base=base, base_path=base_path, head=resolve_head("auto", base_path), tasks=tasks, variants=variants,
                 seeds=[int(s) for s in pick("seeds", args.seeds).split(",")], steps=steps, max_length=max_length,
                 batch_size=pick("batch_size", args.batch_size), r=pick("r", args.r), lrs=lrs,
                 out=Path(args.out) if args.out else RESULTS / name,
                 targets=[t.strip() for t in args.targets.split(",")] if args.targets else None,
                 lora_dropout=args.lora_dropout, max_train_examples=args.max_train_examples,
-                routing_examples=pick("routing_examples", args.routing_examples), sigmas=_floats(args.sigmas))
+                routing_examples=pick("routing_examples", args.routing_examples), sigmas=_floats(args.sigmas),
+                modules_to_save=modules)
     if "lora-matched" in variants:
-        rank, lora_count, talk_count = matched_lora_rank(base_path, grid.head, grid.r, grid.targets, grid.lora_dropout)
+        rank, lora_count, talk_count = matched_lora_rank(base_path, grid.head, grid.r, grid.targets, grid.lora_dropout,
+                                                         shared=grid.shared_fields())
         grid.matched = {"rank": rank, "lora_count": lora_count, "talklora_count": talk_count}
     return grid
 

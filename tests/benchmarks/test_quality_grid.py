@@ -115,3 +115,25 @@ def test_stability_is_zero_without_noise_and_positive_with_it(tmp_path, method):
         assert set(figures["modules"]) == modules and set(figures["layers"]) == {"0", "1"}
         values = list(figures["modules"].values()) + [figures["median"], figures["mean"]]
         assert all((v > 0) if positive else (v == 0) for v in values), (sigma, figures)
+
+
+def test_a_grid_can_train_a_base_module_in_every_variant(tmp_path):
+    """--modules-to-save bert.pooler: every cell trains the pooler too, its count is in every variant's
+    (so the parameter-matched LoRA rank is unchanged), and the folder records the setting."""
+    from transformers import AutoModel
+
+    base = quick_base(tmp_path / "bert", "bert")
+    shared = {"modules_to_save": ["bert.pooler"]}
+    pooler = sum(p.numel() for p in AutoModel.from_pretrained(base).pooler.parameters())
+    for variant in ("lora", "talklora"):
+        fields = grid_variants.variant_fields(variant, 8)
+        assert (grid_variants.trainable_count(base, "classification", fields, shared=shared)
+                == grid_variants.trainable_count(base, "classification", fields) + pooler)
+    assert (grid_variants.matched_lora_rank(base, "classification", 8, shared=shared)[0]
+            == grid_variants.matched_lora_rank(base, "classification", 8)[0])
+    out = tmp_path / "grid"
+    run_grid.main(["--quick", "--variants", "lora", "--steps", "4", "--modules-to-save", "bert.pooler",
+                   "--no-progress", "--out", str(out)])
+    assert json.loads((out / "grid.json").read_text())["modules_to_save"] == ["bert.pooler"]
+    cells = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    assert cells and all(c["fields"]["modules_to_save"] == ["bert.pooler"] for c in cells)
