@@ -40,10 +40,9 @@ def probe_recipe(entry: str, max_length=None, steps=None, bf16=False, tasks=None
         changes["modules_to_save"] = list(modules_to_save)
         suffix += "-train-" + "-".join(m.replace(".", "-") for m in modules_to_save)
     if method is not None:
-        # The same budget with another method; LoRA has no experts to count.
-        changes["method"], suffix = method, suffix + f"-{method}"
-        if method == "lora":
-            changes["num_experts"] = None
+        # The same budget with another method, at that method's own expert count (AdapterSettings' default for
+        # num_experts=None: 4 for the mixtures, 1 for LoRA).
+        changes["method"], changes["num_experts"], suffix = method, None, suffix + f"-{method}"
     if seed is not None:
         changes["seed"], suffix = seed, suffix + f"-seed{seed}"
     if bf16:

@@ -119,6 +119,8 @@ def test_a_recipe_probe_changes_only_what_it_names(tmp_path):
     from talklora_hub.train.config import TrainConfig
 
     assert TrainConfig(**lora.train, output=str(tmp_path)).adapter.method == "lora"  # a config the trainer takes
+    moe = recipe_probe.probe_recipe("minilm-talklora-fortune-topic", method="moelora")
+    assert TrainConfig(**moe.train, output=str(tmp_path)).adapter.num_experts == 4  # the method's own default
 
 
 def test_probe_pairs_pairs_the_same_seed_and_example(tmp_path):
