@@ -18,8 +18,8 @@ paired comparisons against a model on the same examples are possible.
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import PurePath
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, Dict, List, Optional, Sequence
 
 from .intervals import Accuracy, accuracy_with_interval

@@ -117,7 +117,8 @@ def artifact_kind(folder: Path) -> str:
     raise ArtifactError(f"{folder} holds no talklora_hub artifact (no {EXPERT_FILE}, {ROUTER_FILE} or config.json).")
 
 
-def load_base(reference: Dict[str, Any], head: str = "causal", trained_modules: Sequence[str] = (), **load_kwargs):
+def load_base(reference: Dict[str, Any], head: str = "causal", trained_modules: Optional[Sequence[str]] = None,
+              **load_kwargs):
     """The recorded base model at the recorded commit, checked against the recorded fingerprint (which leaves
     out trained_modules, the base modules the artifact trains and carries)."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -137,7 +138,7 @@ def attach_expert(folder: Path, base=None, **load_kwargs) -> TalkLoRAPreTrainedM
     meta = json.loads((folder / EXPERT_FILE).read_text())
     head = meta.get("head", "causal")
     extra = {"num_labels": meta["num_labels"]} if head == "seqcls" and meta.get("num_labels") else {}
-    trained = meta["adapter"].get("modules_to_save") or ()
+    trained = meta["adapter"].get("modules_to_save")
     if base is None:
         base = load_base(meta["base_model"], head, trained, **extra, **load_kwargs)
     elif base_fingerprint(base, trained) != meta["base_model"]["fingerprint"]:
@@ -192,7 +193,7 @@ def attach_router(folder: Path, experts: Optional[List[Dict[str, str]]] = None,
             raise ArtifactError(f"expert {entry['repo_id']}@{entry['revision']} was trained on another base "
                                 f"({part['meta']['base_model']['repo_id']}) than the router's "
                                 f"({meta['base_model']['repo_id']}).")
-    base = load_base(meta["base_model"], "causal", parts[0]["settings"].modules_to_save or (), **load_kwargs)
+    base = load_base(meta["base_model"], "causal", parts[0]["settings"].modules_to_save, **load_kwargs)
     model = compose_from_cores(base, [p["settings"] for p in parts], [p["tensors"] for p in parts])
     model.sequence_router.load_state_dict(tensors)
     model.config.base_model_name_or_path = meta["base_model"]["repo_id"]

@@ -12,7 +12,7 @@ pooler: they too travel in the expert's tensors): what is pinned is the frozen p
 from __future__ import annotations
 
 import hashlib
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -20,7 +20,7 @@ import torch.nn as nn
 from ..modeling.injection import base_state_dict
 
 
-def base_fingerprint(model: nn.Module, trained_modules: Sequence[str] = ()) -> str:
+def base_fingerprint(model: nn.Module, trained_modules: Optional[Sequence[str]] = None) -> str:
     """sha256 hex digest (prefixed "bf16-sha256:") of the base weights of a base or wrapped model.
 
     trained_modules: base module names (as in the unwrapped base) the artifact trains and carries, left out of
@@ -28,7 +28,7 @@ def base_fingerprint(model: nn.Module, trained_modules: Sequence[str] = ()) -> s
     base it is to be attached to."""
     digest = hashlib.sha256()
     seen: Dict[int, str] = {}
-    skip = _classifier_head_prefixes(model) + tuple(trained_modules) + _own_trained_modules(model)
+    skip = _classifier_head_prefixes(model) + tuple(trained_modules or ()) + _own_trained_modules(model)
     for name, tensor in sorted(base_state_dict(model).items()):
         if any(name == p or name.startswith(p + ".") for p in skip):
             continue

@@ -167,7 +167,7 @@ def attach_shipped_router(folder: Path, base=None):
             raise ArtifactError(f"expert entry {entry['repo_id']} was trained on another base than the router.")
     if base is None:
         base = _bootstrapped_base(read_record(folder)["base"]["name"], "causal")
-    if base_fingerprint(base, parts[0]["settings"].modules_to_save or ()) != meta["base_model"]["fingerprint"]:
+    if base_fingerprint(base, parts[0]["settings"].modules_to_save) != meta["base_model"]["fingerprint"]:
         raise ArtifactError("the base model is not the one this router was trained on. Fix: pass that base.")
     model = compose_from_cores(base, [p["settings"] for p in parts], [p["tensors"] for p in parts])
     model.sequence_router.load_state_dict({k: v.float() for k, v in load_file(str(folder / ROUTER_WEIGHTS)).items()})
