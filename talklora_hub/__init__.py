@@ -34,6 +34,8 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
+    if name == "train":  # the subpackage, callable as the train function (see talklora_hub/train/__init__.py)
+        return importlib.import_module(".train", __name__)
     if name in _EXPORTS:
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

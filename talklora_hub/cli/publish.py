@@ -60,5 +60,5 @@ def cmd_pull(args) -> int:
     settings = model.adapter_settings
     print(f"{args.repo_id}: {type(model).__name__}, method={settings.method}, experts={settings.num_experts}, "
           f"base={model.config.base_model_name_or_path}@{model.config.base_model_revision}, "
-          f"trainable {counts['trainable']:,} / {counts['total']:,}")
+          f"adapter {counts['adapter']:,} / {counts['total']:,} parameters")
     return 0

@@ -69,14 +69,14 @@ class SharedAdapterState(nn.Module):
         self.sequence_experts: Optional[torch.Tensor] = None
         self.adapters_enabled = True
 
-    def bank(self, key: str, out_features: int, rank: int, like: torch.Tensor) -> str:
+    def bank(self, key: str, out_features: int, rank: int, device: torch.device, dtype: torch.dtype) -> str:
         """Creates (once) the bank for `key` and returns the key under which it is stored."""
         if key in self.banks:
             if tuple(self.banks[key].shape) != (out_features, rank):
                 key = f"{key}_{out_features}"  # same projection name, other width: its own bank
-                return self.bank(key, out_features, rank, like)
+                return self.bank(key, out_features, rank, device, dtype)
             return key
-        self.banks[key] = nn.Parameter(torch.empty(out_features, rank, device=like.device, dtype=like.dtype))
+        self.banks[key] = nn.Parameter(torch.empty(out_features, rank, device=device, dtype=dtype))
         zero_init(self.banks[key])
         return key
 
@@ -101,8 +101,16 @@ class AdaptedLinear(nn.Module):
         self.fan_in_fan_out = isinstance(base, Conv1D)
         rows, cols = base.weight.shape
         self.in_features, self.out_features = (rows, cols) if self.fan_in_fan_out else (cols, rows)
+        # A quantized base (bitsandbytes Linear8bitLt / Linear4bit: integer or packed weights) computes W0 x with
+        # its own forward; a plain float map is computed here, bit for bit as nn.Linear / Conv1D would.
+        self.quantized = type(base) not in (nn.Linear, Conv1D) or not base.weight.dtype.is_floating_point
+        if self.quantized:
+            self.in_features = getattr(base, "in_features", self.in_features)
+            self.out_features = getattr(base, "out_features", self.out_features)
+        # The same parameter objects as the base module's (not copies), under the base's names.
         self.weight = base.weight
         self.bias = base.bias
+        self.__dict__["base_layer"] = base  # a plain attribute: its tensors are registered above, once
         self.module_name = name
         self.layer_index = layer_index_of(name)
         self.settings = settings
@@ -113,16 +121,24 @@ class AdaptedLinear(nn.Module):
         self.__dict__["shared"] = shared
 
     # ---- construction helpers -------------------------------------------------------------
+    @property
+    def new_parameter_dtype(self) -> torch.dtype:
+        """The base weight's dtype, or for a quantized base its compute dtype (fp32 when it has none)."""
+        if self.weight.dtype.is_floating_point:
+            return self.weight.dtype
+        compute = getattr(self.base_layer, "compute_dtype", None)
+        return compute if isinstance(compute, torch.dtype) and compute.is_floating_point else torch.float32
+
     def new_parameter(self, *shape: int) -> nn.Parameter:
-        """An adapter tensor on the base weight's device, in its dtype (fp32 if the base is not float)."""
-        dtype = self.weight.dtype if self.weight.dtype.is_floating_point else torch.float32
-        return nn.Parameter(torch.empty(*shape, device=self.weight.device, dtype=dtype))
+        """An adapter tensor on the base weight's device, in its dtype (fp32 if the base is quantized)."""
+        return nn.Parameter(torch.empty(*shape, device=self.weight.device, dtype=self.new_parameter_dtype))
 
     def init_expert_bank(self, rank: int) -> None:
         """The up-projection B (D_out, rank): this layer's own, or the shared bank of its projection type."""
         if self.settings.share_expert_banks:
             leaf = self.module_name.rsplit(".", 1)[-1]
-            self.bank_key = self.shared.bank(leaf, self.out_features, rank, self.weight)
+            self.bank_key = self.shared.bank(leaf, self.out_features, rank, self.weight.device,
+                                             self.new_parameter_dtype)
             self.register_parameter("lora_B", None)
         else:
             self.bank_key = None
@@ -133,8 +149,37 @@ class AdaptedLinear(nn.Module):
         """B: (D_out, r)."""
         return self.lora_B if self.bank_key is None else self.shared.banks[self.bank_key]
 
+    # ---- inference cache ----------------------------------------------------------------------
+    @property
+    def inferring(self) -> bool:
+        """Eval mode without autograd (generate(), scoring under no_grad): parameter-only products may be cached."""
+        return not self.training and not torch.is_grad_enabled()
+
+    def cached(self, name: str, tensors, compute):
+        """compute() (a product of parameters only), cached across forwards while inferring.
+
+        The cache is keyed on each tensor's storage, version counter (bumped by every in-place change: an optimizer
+        step, load_state_dict, copy_), dtype, device and shape, and dropped by .to()/.half()/.cuda() (_apply), so
+        it is never stale; in training or with grad enabled nothing is cached (the parameters change every step)."""
+        if not self.inferring:
+            return compute()
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) for t in tensors)
+        store = self.__dict__.setdefault("_inference_cache", {})
+        hit = store.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        value = compute()
+        store[name] = (key, value)
+        return value
+
+    def _apply(self, fn, *args, **kwargs):
+        self.__dict__.pop("_inference_cache", None)
+        return super()._apply(fn, *args, **kwargs)
+
     # ---- forward ----------------------------------------------------------------------------
     def base_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quantized:
+            return self.base_layer(x)
         if self.fan_in_fan_out:  # exactly GPT-2 Conv1D's arithmetic, so a zero update is bit-exact
             out_shape = x.shape[:-1] + (self.out_features,)
             flat = x.reshape(-1, self.in_features)
@@ -185,6 +230,10 @@ class AdaptedLinear(nn.Module):
 
 def merged_base_module(layer: AdaptedLinear) -> nn.Module:
     """A plain nn.Linear / Conv1D holding W0 + delta W (static adapters only)."""
+    if layer.quantized:
+        raise ValueError(f"{layer.module_name}: a quantized base ({type(layer.base_layer).__name__}) cannot take a "
+                         "merged update without losing the quantization. Fix: load the base unquantized to merge, or "
+                         "keep the adapter unmerged.")
     delta = layer.delta_weight().to(layer.weight.dtype)
     if layer.fan_in_fan_out:
         module = Conv1D(layer.out_features, layer.in_features)

@@ -43,7 +43,15 @@ class MoELoRALinear(AdaptedLinear):
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
         inputs = self.input_dropout(flat)
-        logits = F.linear(jitter(flat, self.settings.router_jitter_noise, self.training), self.router_weight)
+        z = None
+        if self.inferring and self.top_k is None:
+            # One matmul for the code and the router, both reading x: [A; R] (r + E, D_in), cached.
+            fused = self.cached("down_and_router", (self.lora_A, self.router_weight),
+                                lambda: torch.cat([self.lora_A, self.router_weight]))
+            both = F.linear(flat, fused)
+            z, logits = both[:, :self.settings.r], both[:, self.settings.r:]
+        else:
+            logits = F.linear(jitter(flat, self.settings.router_jitter_noise, self.training), self.router_weight)
         probs, weights, top_idx = route(logits, self.top_k)
         self.shared.recorder.report(self.module_name, self.layer_index, lead, logits, probs, weights, top_idx)
         # After the report: recorded weights (and the aux loss) describe the router, not the dropout mask.
@@ -51,7 +59,7 @@ class MoELoRALinear(AdaptedLinear):
         bank, d = self.expert_bank, self.expert_rank
         if top_idx is None:
             # Dense: scaling each expert's chunk of z by g_i and applying B once equals sum_i g_i B_i z_i.
-            z = F.linear(inputs, self.lora_A).view(-1, self.num_experts, d)
+            z = (F.linear(inputs, self.lora_A) if z is None else z).view(-1, self.num_experts, d)
             out = F.linear((z * weights.to(z.dtype).unsqueeze(-1)).flatten(1), bank)
         else:
             # The router reads x, so even the down-projection runs only on each expert's own tokens.

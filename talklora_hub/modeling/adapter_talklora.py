@@ -59,27 +59,43 @@ class TalkLoRALinear(AdaptedLinear):
         kaiming_init(self.router_weight)
         zero_init(self.lora_B)  # no-op when B is a shared bank (initialised by SharedAdapterState)
 
-    def router_logits(self, z: torch.Tensor) -> torch.Tensor:
-        """z: (N, r) -> logits (N, E) = R z~ with z~ the talked code.
-
-        R z~ = R (T kron I_d) z, so T is folded into an (E, r) router weight instead of mixing the
-        (N, r) codes: same logits, no (N, r) intermediate. R_eff[k, e, j] = sum_f R[k, f, j] T[f, e].
-        """
+    def folded_router(self) -> torch.Tensor:
+        """(E, r): R (T kron I_d), the router with the Talking Module folded in. R z~ = R (T kron I_d) z, so the
+        logits need no (N, r) mixed code. R_eff[k, e, j] = sum_f R[k, f, j] T[f, e]."""
         E, d = self.num_experts, self.expert_rank
-        folded = torch.einsum("kfj,fe->kej", self.router_weight.view(E, E, d), self.talk).reshape(E, E * d)
-        return F.linear(z, folded)
+        return torch.einsum("kfj,fe->kej", self.router_weight.view(E, E, d), self.talk).reshape(E, E * d)
+
+    def router_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (N, r) -> logits (N, E) = R z~ with z~ the talked code."""
+        return F.linear(z, self.folded_router())
+
+    def code_and_logits(self, x: torch.Tensor):
+        """x: (N, D_in) -> (z (N, r), router logits (N, E)).
+
+        Inferring, one matmul gives both: [A; R_eff A] (r + E, D_in) is cached, so a decoding token costs one
+        down-projection instead of a down-projection, a router and the folds (equal up to float rounding, since
+        (R_eff A) x is summed in another order than R_eff (A x))."""
+        if self.inferring:  # dropout and jitter are off in eval mode
+            fused = self.cached("down_and_router", (self.lora_A, self.router_weight, self.talk),
+                                lambda: torch.cat([self.lora_A, self.folded_router() @ self.lora_A]))
+            both = F.linear(x, fused)
+            return both[:, :self.settings.r], both[:, self.settings.r:]
+        z = F.linear(self.input_dropout(x), self.lora_A)  # (N, r)
+        return z, self.router_logits(jitter(z, self.settings.router_jitter_noise, self.training))
 
     def expert_up_projection(self) -> torch.Tensor:
         """(D_out, r) with columns [e*d, (e+1)*d) equal to B_e M_e: each expert's M folded into its B,
-        a (D_out, r, d) product independent of the number of tokens."""
+        a (D_out, r, d) product independent of the number of tokens (cached while inferring)."""
+        return self.cached("up", (self.expert_bank, self.expert_maps), self._fold_up_projection)
+
+    def _fold_up_projection(self) -> torch.Tensor:
         E, d = self.num_experts, self.expert_rank
         bank = self.expert_bank.view(self.out_features, E, d)
         return torch.einsum("oek,ekj->oej", bank, self.expert_maps).reshape(self.out_features, E * d)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        z = F.linear(self.input_dropout(x.reshape(-1, self.in_features)), self.lora_A)  # (N, r)
-        logits = self.router_logits(jitter(z, self.settings.router_jitter_noise, self.training))
+        z, logits = self.code_and_logits(x.reshape(-1, self.in_features))  # (N, r), (N, E)
         probs, weights, top_idx = route(logits, self.top_k)
         self.shared.recorder.report(self.module_name, self.layer_index, lead, logits, probs, weights, top_idx)
         weights = self.routing_dropout(weights)

@@ -18,7 +18,7 @@ check_transformers_version()
 
 from transformers.configuration_utils import SubConfigSpec  # noqa: E402  (needs transformers>=5.20)
 
-from .adapter_settings import AdapterSettings  # noqa: E402
+from .adapter_settings import AdapterSettings, config_error  # noqa: E402
 
 # Written into every config.json so that the Auto classes find the code shipped beside the weights.
 AUTO_MAP = {
@@ -37,7 +37,9 @@ class TalkLoRAConfig(PretrainedConfig):
         with a warning, so repos written by newer versions keep loading.
     base_model_name_or_path / base_model_revision: where the base weights came from (repo id and
         commit), recorded so experts can be re-attached to exactly the base they were trained on.
-    base_model_fingerprint: a hash of the base weights (see talklora_hub.publish.fingerprint), checked on loading.
+    base_model_fingerprint: a hash of the base weights (see fingerprint.py), checked on loading.
+    adapter_only: the folder holds only the adapter's tensors (adapter_model.safetensors); loading fetches the
+        base named above (repo id at that commit), checks its fingerprint and attaches the adapter.
     """
 
     model_type = "talklora_hub"
@@ -48,10 +50,15 @@ class TalkLoRAConfig(PretrainedConfig):
     base_model_name_or_path: str | None = None
     base_model_revision: str | None = None
     base_model_fingerprint: str | None = None
+    adapter_only: bool = False
     auto_map: dict | None = None
 
     def __post_init__(self, **kwargs):
         # Validate (and normalise, e.g. fill method defaults) the adapter settings once, here.
+        if self.adapter is not None and not isinstance(self.adapter, dict):
+            raise config_error("adapter", "in config.json must be a JSON object of adapter settings",
+                               self.adapter, 'write e.g. "adapter": {"method": "talklora", "r": 32, '
+                               '"num_experts": 4}, or re-save the model.')
         self.adapter = AdapterSettings.from_dict(self.adapter or {}).to_dict()
         if self.auto_map is None:
             self.auto_map = dict(AUTO_MAP)

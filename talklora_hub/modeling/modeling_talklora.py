@@ -12,13 +12,9 @@ Part of the bundle that travels inside every saved model.
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
-import json
 import os
 import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
@@ -32,8 +28,13 @@ from transformers.utils import ModelOutput
 
 from .adapter_base import AdaptedLinear, SharedAdapterState, adapter_layers
 from .adapter_settings import AdapterSettings, config_error
+from .adapter_state import adapter_state_dict, adapter_tensor_names, count_parameters, set_adapter_trainable
 from .configuration_talklora import TalkLoRAConfig
-from .injection import inject_adapters, mark_trainable, merge_adapters
+from .fingerprint import base_fingerprint
+from .injection import inject_adapters, merge_adapters
+from .loading import (ADAPTER_WEIGHTS, check_adapter_loaded, corrupt_weights_error, explain_weight_mismatch,
+                      hub_kwargs, load_adapter_only)
+from .saving import owned_by_model_save, recover_interrupted_save, staged_directory
 from .routing import RoutingTrace
 from .sequence_router import SEQUENCE_ROUTER_CE_WEIGHT, SequenceRouter
 
@@ -154,8 +155,9 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
         text = config.get_text_config()
         self.sequence_router = (SequenceRouter(text.hidden_size, settings.num_experts, settings.router_noise)
                                 if settings.is_sequence_routed else None)
-        mark_trainable(self, ["base." + p for p in self._extra_trainable(inner, settings)] +
-                       (["sequence_router"] if self.sequence_router is not None else []))
+        # Full names of the base modules the adapter trains and carries (a classifier's head, modules_to_save).
+        self.trained_module_prefixes = ["base." + p for p in self._extra_trainable(inner, settings)]
+        self.set_adapter_trainable(True)
         self.post_init()
         if getattr(inner, "generation_config", None) is not None and self.can_generate():
             self.generation_config = inner.generation_config
@@ -216,23 +218,27 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
         return cls(config, base_model=base)
 
     # ---- parameters -----------------------------------------------------------------------
+    def adapter_tensor_names(self) -> List[str]:
+        """Full names of what the adapter adds to the base (adapter layers' tensors, shared banks, the sequence
+        router) and the base modules it trains (head, modules_to_save): by name, never by requires_grad."""
+        return adapter_tensor_names(self, self.trained_module_prefixes)
+
     def adapter_state_dict(self) -> Dict[str, torch.Tensor]:
-        """Only what the adapter adds to the base: the trainable tensors (adapters, shared banks, router,
-        trained heads) and the adapter layers' fixed buffers (e.g. a frozen Talking Module), by full name."""
-        tensors = {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
-        for name, layer in adapter_layers(self).items():
-            for buffer in layer.adapter_buffer_names():
-                tensors[f"{name}.{buffer}"] = layer.get_buffer(buffer).detach()
-        return tensors
+        """{full name: detached tensor} of the adapter: what an expert file or an adapter-only save holds."""
+        return adapter_state_dict(self, self.trained_module_prefixes)
+
+    def set_adapter_trainable(self, trainable: bool = True) -> None:
+        """True: base frozen, adapter trainable (as after from_base). False: nothing trainable (inference)."""
+        set_adapter_trainable(self, trainable, self.trained_module_prefixes)
 
     def parameter_counts(self) -> Dict[str, int]:
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return {"trainable": trainable, "total": sum(p.numel() for p in self.parameters())}
+        """{"adapter": the adapter's parameters (by name), "trainable": requires_grad now, "total"}."""
+        return count_parameters(self, self.trained_module_prefixes)
 
     def print_trainable_parameters(self) -> None:
         """One line, as peft users expect: trainable and total parameter counts and the trainable share."""
         counts = self.parameter_counts()
-        share = 100.0 * counts["trainable"] / max(counts["total"], 1)
+        share = 100.0 * counts["trainable"] / max(counts["total"], 1)  # peft's line: what requires grad now
         print(f"trainable params: {counts['trainable']:,d} || all params: {counts['total']:,d} || "
               f"trainable%: {share:.4f}")
 
@@ -423,150 +429,107 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
 
     # ---- loading ----------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """transformers' from_pretrained; when the saved weights and config.json disagree (e.g. `r` or
-        `num_experts` edited by hand), the error names the adapter setting, the tensor and the fix."""
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        except RuntimeError as error:
-            if "mismatch" not in str(error):
-                raise
-            try:
-                explained = cls._explain_weight_mismatch(pretrained_model_name_or_path, kwargs)
-            except Exception:  # the diagnosis is best effort: never hide the original error
-                explained = None
-            if explained is None:
-                raise
-            raise explained from error
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, is_trainable: bool = False, **kwargs):
+        """transformers' from_pretrained, strict about the adapter, and for adapter-only saves too.
 
-    @classmethod
-    def _explain_weight_mismatch(cls, path, kwargs: Dict[str, Any]) -> Optional[ValueError]:
-        """A config_error naming the adapter setting whose value in config.json disagrees with the shapes
-        of the saved tensors (found by rebuilding the model on the meta device with candidate values)."""
-        hub = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "subfolder",
-                                      "force_download", "proxies") if kwargs.get(k) is not None}
+        The result has its base frozen and is in eval mode; is_trainable=False (default) also freezes the adapter
+        (inference), is_trainable=True leaves it trainable as after from_base (continue training: call .train()).
+        An adapter-only folder or repo (config.json's `adapter_only`) fetches its base by repo id at the recorded
+        commit and checks its weight fingerprint. A missing or unexpected adapter tensor, an unreadable weights
+        file, or config.json settings that disagree with the saved shapes are errors that name the tensor, the
+        file or the setting."""
+        path = pretrained_model_name_or_path
+        if isinstance(path, (str, os.PathLike)):
+            recover_interrupted_save(path)  # a save killed between two renames left the folder aside
         config = kwargs.get("config")
         if not isinstance(config, TalkLoRAConfig):
-            config = TalkLoRAConfig.from_pretrained(path, **hub)
-        saved = _saved_tensor_shapes(path, hub)
-        expected = _expected_shapes(cls, config)
-        mismatched = [(n, expected[n], saved[n][0], saved[n][1]) for n in expected  # in module order
-                      if n in saved and saved[n][0] != expected[n]]
-        if not mismatched:
+            config = TalkLoRAConfig.from_pretrained(path, **hub_kwargs(kwargs))
+        if getattr(config, "adapter_only", False):
+            model = load_adapter_only(cls, path, config, kwargs)
+        else:
+            want_info = kwargs.pop("output_loading_info", False)
+            try:
+                model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
+            except Exception as error:
+                explained = cls._explain_load_error(path, kwargs, error)
+                if explained is None:
+                    raise
+                raise explained from error
+            check_adapter_loaded(model, info, path)
+            if want_info:
+                model.set_adapter_trainable(is_trainable)
+                return model, info
+        model.set_adapter_trainable(is_trainable)
+        return model
+
+    @classmethod
+    def _explain_load_error(cls, path, kwargs: Dict[str, Any], error: Exception) -> Optional[Exception]:
+        """A clearer error for a failed load (best effort: None keeps the original): a truncated or corrupt
+        weights file named, or the adapter setting in config.json that disagrees with the saved shapes."""
+        try:
+            corrupt = corrupt_weights_error(path, kwargs)
+            if corrupt is not None:
+                return corrupt
+            if isinstance(error, RuntimeError) and "mismatch" in str(error):
+                return explain_weight_mismatch(cls, path, kwargs)
+        except Exception:  # the diagnosis is best effort: never hide the original error
             return None
-        settings = config.adapter_settings
-        name, built, found, filename = mismatched[0]
-        # Candidate values: the saved sizes (and, for r, E times them: an expert owns r / E), those of the
-        # axes that differ first, so that the first rebuild on the meta device usually explains it.
-        differing = [f for _, b, shape, _ in mismatched for f, e in zip(shape, b) if f != e]
-        dims = differing + [d for _, _, shape, _ in mismatched for d in shape]
-        candidates = list(dict.fromkeys(dims + [d * settings.num_experts for d in dims]))
-        for key in ("r", "num_experts", "tt_rank"):
-            current = getattr(settings, key)
-            for value in candidates:
-                if value == current:
-                    continue
-                try:
-                    trial = AdapterSettings.from_dict({**settings.to_dict(), key: value})
-                except ValueError:
-                    continue
-                trial_config = copy.deepcopy(config)
-                trial_config.adapter = trial.to_dict()
-                try:
-                    shapes = _expected_shapes(cls, trial_config)
-                except Exception:
-                    continue
-                if all(shapes.get(n, shape) == shape for n, (shape, _) in saved.items()):
-                    return config_error(
-                        f"adapter.{key}", f"in config.json must match the saved weights: {name} has shape "
-                        f"{found} in {filename}, which {key}={value} gives, but {key}={current} builds {built}",
-                        current, f"restore \"{key}\": {value} in the \"adapter\" section of config.json (the value "
-                        f"the weights were trained with), or train a new adapter with {key}={current}.")
-        listed = "; ".join(f"{n} has shape {f} in {file} but the config builds {b}"
-                           for n, b, f, file in mismatched[:3])
-        shown = {k: getattr(settings, k) for k in ("method", "r", "num_experts", "tt_rank", "tt_factors")}
-        return config_error(
-            "adapter", f"settings in config.json must match the saved weights ({len(mismatched)} tensors disagree: "
-            f"{listed})", shown, "restore the adapter settings (and base_config) the weights were saved with, "
-            "e.g. from the training record, or retrain with the new settings.")
+        return None
 
     # ---- saving ---------------------------------------------------------------------------
-    def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, push_to_hub: bool = False, **kwargs):
-        """Writes weights (safetensors), config and this bundle's code into save_directory, atomically:
-        everything is written to a sibling temporary folder first and then renamed into place, so a
-        crash never leaves a half-written model behind."""
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, push_to_hub: bool = False,
+                        adapter_only: bool = False, **kwargs):
+        """Writes weights (safetensors), config and this bundle's code into save_directory, atomically: into a
+        sibling folder first, which then takes the folder's place in one step, so a crash never leaves a
+        half-written model (or no model) behind. Files already in the folder that a model save does not own
+        (a tokenizer saved first, a README) are kept; stale weight files are not.
+
+        adapter_only: write only the adapter's tensors (adapter_model.safetensors, a few MB) and a config.json
+        naming the base by repo id, commit and weight fingerprint; from_pretrained (the Auto classes too) then
+        fetches that base and attaches the adapter. Needs a base loaded by repo id and revision (a commit)."""
         if push_to_hub:
             raise ValueError("`push_to_hub` is not supported in save_pretrained; call model.push_to_hub(repo_id) "
                              "or talklora_hub's push, which upload a complete snapshot in one commit.")
-        with staged_directory(save_directory) as staging:
-            super().save_pretrained(staging, *args, **kwargs)
-            for source in BUNDLE_DIR.glob("*.py"):
-                if source.name != "__init__.py":
-                    shutil.copyfile(source, staging / source.name)
+        bundle = {p.name for p in BUNDLE_DIR.glob("*.py") if p.name != "__init__.py"}
+
+        def keep(name: str) -> bool:
+            return not owned_by_model_save(name) and name not in bundle and name != "config.json"
+
+        with staged_directory(save_directory, keep_existing=keep) as staging:
+            if adapter_only:
+                self._save_adapter_only(staging)
+            else:
+                super().save_pretrained(staging, *args, **kwargs)
+            for name in bundle:
+                shutil.copyfile(BUNDLE_DIR / name, staging / name)
+
+    def _save_adapter_only(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        config = self.config
+        if not config.base_model_name_or_path or not config.base_model_revision or os.path.isdir(
+                str(config.base_model_name_or_path)):
+            raise config_error(
+                "adapter_only", "needs the base named by Hub repo id and commit (config.base_model_name_or_path, "
+                "config.base_model_revision)", f"{config.base_model_name_or_path!r} @ {config.base_model_revision!r}",
+                "load the base with from_base(repo_id, adapter, revision=<commit>) (or set both fields), or save the "
+                "full model (adapter_only=False).")
+        tensors = {k: v.contiguous().cpu() for k, v in self.adapter_state_dict().items()}
+        save_file(tensors, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        saved = copy_config(config)
+        saved.adapter_only = True
+        saved.base_model_fingerprint = base_fingerprint(self)
+        saved.architectures = [type(self).__name__]
+        saved.save_pretrained(folder)
+        if self.can_generate() and getattr(self, "generation_config", None) is not None:
+            self.generation_config.save_pretrained(folder)
 
 
-def _saved_tensor_shapes(path, hub: Dict[str, Any]) -> Dict[str, Tuple[Tuple[int, ...], str]]:
-    """{tensor name: (shape, file name)} read from the safetensors headers of a saved model (a folder or
-    a Hub repo, whose files a failed load has already cached)."""
-    from safetensors import safe_open
+def copy_config(config: TalkLoRAConfig) -> TalkLoRAConfig:
+    """A detached copy of a config (the model's own stays as it is)."""
+    import copy
 
-    folder = Path(path) / hub.get("subfolder", "")
-    if folder.is_dir():
-        files = sorted(folder.glob("*.safetensors"))
-    else:
-        from transformers.utils import cached_file
-
-        index = cached_file(path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False, **hub)
-        if index:
-            names = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
-            files = [Path(cached_file(path, name, **hub)) for name in names]
-        else:
-            files = [Path(cached_file(path, "model.safetensors", **hub))]
-    shapes: Dict[str, Tuple[Tuple[int, ...], str]] = {}
-    for file in files:
-        with safe_open(str(file), "pt") as handle:
-            for key in handle.keys():
-                shapes[key] = (tuple(handle.get_slice(key).get_shape()), file.name)
-    return shapes
-
-
-def _expected_shapes(cls, config: TalkLoRAConfig) -> Dict[str, Tuple[int, ...]]:
-    """The tensor shapes a model of this class builds from config (built on the meta device: no memory)."""
-    with torch.device("meta"):
-        model = cls(copy.deepcopy(config))
-    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-
-
-@contextlib.contextmanager
-def staged_directory(save_directory: Union[str, os.PathLike]) -> Iterator[Path]:
-    """Yields an empty sibling folder to write into; when the block ends without error, it replaces
-    save_directory by renames only, so readers see the old folder or the new one, never a half-written one."""
-    target = Path(save_directory).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield staging
-        # mkdtemp makes a private (0700) folder and safetensors writes private (0600) files; a saved model is
-        # meant to be shared like any other folder, so both follow the umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
-        for path in staging.rglob("*"):
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-        _replace_directory(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _replace_directory(staging: Path, target: Path) -> None:
-    """Moves staging to target with renames only (atomic on one filesystem)."""
-    if target.exists():
-        retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, target)
+    return copy.deepcopy(config)
 
 
 class _BackboneHolder(nn.Module):

@@ -18,7 +18,8 @@ from huggingface_hub import HfApi
 
 from ..modeling.adapter_base import adapter_layers
 from .artifacts import ROUTER_FILE, export_expert, export_router, head_of
-from .cards import adapter_rows, card_data, evaluation_rows, measure_routing, render_card, routing_picture
+from .cards import (adapter_rows, base_label, card_data, evaluation_rows, hub_base_id, measure_routing, render_card,
+                    routing_picture, task_rows, training_rows)
 from .push import PushResult, push_folder
 from .zoo_index import update_zoo
 
@@ -33,13 +34,6 @@ def _size_human(num_bytes: int) -> str:
     return ""
 
 
-def _training_rows(result: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    if not result:
-        return None
-    training = result.get("training") or {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
-    return {k: v for k, v in training.items() if v is not None} or None
-
-
 def _headline(result: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     rows = evaluation_rows(result)
     return {"task": rows[0]["task"], "metric": rows[0]["metric"], "value": rows[0]["value"]} if rows else None
@@ -49,20 +43,21 @@ def _common_context(model, repo_id: str, result, routing, picture) -> Dict[str, 
     counts = model.parameter_counts()
     targets = sorted({name.rsplit(".", 1)[-1] for name in adapter_layers(model)})
     return {"repo_id": repo_id, "revision": "main", "method": model.adapter_settings.method,
-            "adapter_rows": adapter_rows(model.config.adapter, targets), "trainable": counts["trainable"],
-            "total": counts["total"], "training": _training_rows(result), "evaluation": evaluation_rows(result),
+            "adapter_rows": adapter_rows(model.config.adapter, targets), "trainable": counts["adapter"],
+            "total": counts["total"], "training": training_rows(result), "evaluation": evaluation_rows(result),
+            "tasks": task_rows(result),
             "routing": routing, "picture": picture, "comparison": (result or {}).get("comparison")}
 
 
-def _summary(kind: str, model, task: Optional[str]) -> str:
+def _summary(kind: str, model, task: Optional[str], result: Optional[Dict[str, Any]] = None) -> str:
     s = model.adapter_settings
     what = {"lora": "LoRA", "moelora": "MoELoRA", "talklora": "TalkLoRA (arXiv 2604.06291)",
             "ttlora": "TT-LoRA (arXiv 2504.21190)"}[s.method]
     experts = f" with {s.num_experts} experts" if s.num_experts > 1 else ""
     tasks = task.split("+") if isinstance(task, str) else []
     on = f" on the task{'s' if len(tasks) > 1 else ''} {', '.join(f'`{t}`' for t in tasks)}" if tasks else ""
-    base = model.config.base_model_name_or_path or model.config.base_config.model_type
-    return f"A {what} {kind}{experts} on top of `{base}`{on}, built and published with talklora_hub."
+    base = base_label(model.config.base_model_name_or_path, result) or f"`{model.config.base_config.model_type}`"
+    return f"A {what} {kind}{experts} on top of {base}{on}, built and published with talklora_hub."
 
 
 def _write_routing(model, tokenizer, folder: Path):
@@ -98,13 +93,13 @@ def publish_model(model, tokenizer, repo_id: str, result: Optional[Dict[str, Any
         routing, picture = _write_routing(model, tokenizer, repo)
         head = head_of(model)
         context = _common_context(model, repo_id, result, routing, picture)
-        context.update(title=repo_id.split("/")[-1], summary=_summary("model", model, task),
+        context.update(title=repo_id.split("/")[-1], summary=_summary("model", model, task, result),
                        output_router_logits=model.adapter_settings.is_routed,
                        card_data=card_data("model", head, model.adapter_settings.method,
                                            model.config.base_model_name_or_path, result, repo_id, license))
         (repo / "README.md").write_text(render_card("model", **context))
         entry = {"kind": "model", "method": model.adapter_settings.method, "head": head,
-                 "base": model.config.base_model_name_or_path, "task": task or _task_names(result),
+                 "base": hub_base_id(model.config.base_model_name_or_path, result), "task": task or _task_names(result),
                  "headline": _headline(result)}
         return _finish(repo, repo_id, "model", f"Publish {model.adapter_settings.method} model", private, api,
                        entry, zoo_repo)

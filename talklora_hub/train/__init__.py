@@ -16,6 +16,8 @@ a result in talklora_hub.publish. Names are imported lazily so `import talklora_
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 _EXPORTS = {
     "TrainConfig": "config", "train": "trainer", "TrainResult": "trainer",
@@ -29,3 +31,15 @@ def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _CallablePackage(types.ModuleType):
+    """`from talklora_hub import train` must give something that trains: Python binds the name `train` on the
+    parent package to this subpackage as soon as anything imports it, so the subpackage itself is callable and
+    forwards to trainer.train (`talklora_hub.train.train` stays the function itself)."""
+
+    def __call__(self, *args, **kwargs):
+        return __getattr__("train")(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

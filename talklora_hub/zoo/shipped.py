@@ -66,9 +66,9 @@ def hits_string(hits: List[bool]) -> str:
 def round_adapter_to_bf16(model) -> None:
     """Rounds the trainable tensors to bf16 in place, so the scored model is exactly the shipped one."""
     with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.copy_(param.to(torch.bfloat16).to(param.dtype))
+        for tensor in model.adapter_state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(torch.bfloat16).to(tensor.dtype))
 
 
 def _to_bf16(path: Path) -> None:

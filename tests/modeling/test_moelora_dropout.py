@@ -82,5 +82,6 @@ def test_eval_mode_is_bit_identical_to_no_dropout(top_k, input_ids):
     plain = _model(lora_dropout=0.0, num_experts_per_tok=top_k).eval()
     with torch.no_grad():
         assert torch.equal(dropped(input_ids).logits, plain(input_ids).logits)
-        plain.train()  # p = 0 in training draws masks of ones: still exactly the eval output
-        assert torch.equal(plain(input_ids).logits, dropped.eval()(input_ids).logits)
+        plain.train()  # p = 0 in training draws masks of ones: still the eval output (which fuses the code's and
+        # the router's matmuls into one, so equal up to the kernel's rounding)
+        torch.testing.assert_close(plain(input_ids).logits, dropped.eval()(input_ids).logits, rtol=1e-5, atol=1e-6)
