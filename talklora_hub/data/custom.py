@@ -45,7 +45,7 @@ def load_task_from_dataset(
 
     label_column (classification) or answer_column (generation): exactly one; when both are None a
     column named "label", else "answer", is used. Existing train/validation/test splits of a
-    DatasetDict are kept (a missing validation split is carved from train); a single split is divided
+    DatasetDict are kept (a missing validation or test split is carved from train); a single split is divided
     by split_fractions with a seeded hash of group_column (or the id). Texts are deduplicated after
     normalization, a copy in test or validation winning over one in train.
     """
@@ -150,18 +150,20 @@ def _label_name(value, label_names: tuple[str, ...], label_column: str) -> str:
 
 
 def _resolve_preset_splits(records: list[dict], present: set[str], fractions, seed: int) -> None:
-    """Keep the user's splits when a test split exists, carving validation from train if missing;
-    otherwise drop the presets so TaskSpec.build divides everything by hash."""
-    if "test" not in present:
+    """Keep the user's held-out splits; a held-out split they lack is carved from train by hash (its share of
+    train + itself). With train alone, drop the presets so TaskSpec.build divides everything by hash."""
+    if present <= {"train"}:
         for record in records:
             record.pop("split", None)
         return
-    if "validation" in present:
+    missing = [(split, fraction) for split, fraction in zip(("validation", "test"), fractions[1:]) if split not in present]
+    if not missing:
         return
-    share = fractions[1] / max(fractions[0] + fractions[1], 1e-12)
+    (split, fraction), = missing  # one held-out split present, the other carved
+    share = fraction / max(fractions[0] + fraction, 1e-12)
     for record in records:
         if record["split"] == "train" and unit_hash("split", seed, record.get("group") or record["id"]) < share:
-            record["split"] = "validation"
+            record["split"] = split
 
 
 def _as_splits(data) -> dict:

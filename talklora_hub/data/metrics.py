@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import re
 from collections.abc import Sequence
 
@@ -75,3 +77,33 @@ def _check_lengths(predictions: Sequence, references: Sequence) -> None:
             f"predictions: must have one entry per reference; got {len(predictions)} predictions for "
             f"{len(references)} references. Pass predictions for exactly the examples scored."
         )
+
+
+# ---- uncertainty and the majority baseline (read by the model cards) -----------------------------
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The 95% Wilson score interval (low, high) of the proportion correct / n (its one home: evaluation.intervals
+    and the cards both read it)."""
+    if n <= 0:
+        raise ValueError(f"`n` must be a positive number of scored examples, got {n!r}. Fix: score at least one example.")
+    if not 0 <= correct <= n:
+        raise ValueError(f"`correct` must be in [0, n={n}], got {correct!r}. Fix: count the hits among the n examples.")
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def majority_baseline(train_counts: Sequence[int], eval_counts: Sequence[int]) -> dict | None:
+    """Always answering the training split's most frequent label (ties: the first label): {"label" (index),
+    "accuracy", "correct", "n", "low", "high"} on the evaluated examples; None when none was evaluated."""
+    n = sum(eval_counts)
+    if n <= 0 or not train_counts or len(train_counts) != len(eval_counts):
+        return None
+    label = max(range(len(train_counts)), key=lambda i: (train_counts[i], -i))
+    correct = int(eval_counts[label])
+    low, high = wilson_interval(correct, n)
+    return {"label": label, "accuracy": correct / n, "correct": correct, "n": n, "low": low, "high": high}

@@ -153,3 +153,22 @@ class TaskSpec:
                 rows["target"].append(self.format_target(r))
             out[split] = Dataset.from_dict(rows, features=features)
         return DatasetDict(out)
+
+
+def describe_tasks(specs: dict, splits: dict, eval_split: str) -> dict:
+    """What a model card shows of each task: {task: {kind, metric, template, label_names, verbalizers,
+    train_label_counts, eval_label_counts}}. specs: {name: TaskSpec}; splits: {split: rows with task_name and
+    label (the task's own label index)}, the examples a run trained on and scored."""
+    out = {}
+    for name, spec in specs.items():
+        facts = {"kind": spec.kind, "metric": spec.metric_name, "template": spec.template}
+        if spec.kind == "classification":
+            facts.update(label_names=list(spec.label_names), verbalizers=list(spec.verbalizers))
+            for key, split in (("train_label_counts", "train"), ("eval_label_counts", eval_split)):
+                counts = [0] * len(spec.label_names)
+                for row in splits.get(split, []):
+                    if row.get("task_name") == name and 0 <= int(row.get("label", -1)) < len(counts):
+                        counts[int(row["label"])] += 1
+                facts[key] = counts
+        out[name] = facts
+    return out

@@ -8,25 +8,11 @@ differences, which accounts for their correlation (both right or both wrong on e
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import asdict, dataclass
 from typing import Dict, Sequence, Tuple
 
-Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
-
-
-def wilson_interval(correct: int, n: int, z: float = Z95) -> Tuple[float, float]:
-    """The Wilson score interval (low, high) of the proportion correct / n."""
-    if n <= 0:
-        raise ValueError(f"`n` must be a positive number of scored examples, got {n!r}. Fix: score at least one example.")
-    if not 0 <= correct <= n:
-        raise ValueError(f"`correct` must be in [0, n={n}], got {correct!r}. Fix: count the hits among the n examples.")
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+from ..data.metrics import Z95, wilson_interval  # noqa: F401  (one home for the interval)
 
 
 @dataclass(frozen=True)

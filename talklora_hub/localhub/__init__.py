@@ -5,7 +5,8 @@ and datasets clients work offline.
 * `LocalHub` (local.py)          - runs it in a subprocess on 127.0.0.1 (tests, examples, the main job)
 * `use_hub` (clients.py)         - points this process's client libraries at a hub
 * `talklora-hub hub serve`       - the command line (talklora_hub.cli.hub)
-On-disk format: storage.py and objects.py; protocols: api_*.py, lfs.py (git-lfs), cas.py and xet*.py (Xet).
+On-disk format: storage.py (repos, refs), tree.py (commits, trees), objects.py (blobs); protocols: api_*.py,
+lfs.py (git-lfs), cas.py and xet*.py (Xet); bounded request bodies: bodies.py; errors: web.py.
 Nothing here imports the rest of talklora_hub: the server knows repos, not models.
 """
 

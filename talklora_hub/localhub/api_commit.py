@@ -18,7 +18,17 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from .api_read import commit_url
-from .web import HubHTTPError, load_repo, repo_type_from_plural
+from .bodies import (
+    MAX_COMMIT_LINE,
+    MAX_LEGACY_COMMIT_BODY,
+    MAX_LISTING_BODY,
+    MAX_REGULAR_FILE_SIZE,
+    format_size,
+    read_body,
+    read_json_object,
+    read_lines,
+)
+from .web import INSUFFICIENT_STORAGE, HubHTTPError, disk_full_message, load_repo, repo_type_from_plural
 from .objects import SHA256_RE
 from .paths import check_file_path
 from .storage import (
@@ -36,7 +46,9 @@ from .storage import (
 
 router = APIRouter()
 
-LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # the Hub refuses larger regular (non-LFS) files
+LFS_SIZE_THRESHOLD = MAX_REGULAR_FILE_SIZE  # preupload sends files this large (or larger) to LFS/Xet
+_LINE_HINT = (f" (regular files must be smaller than {format_size(MAX_REGULAR_FILE_SIZE)}; "
+              "larger ones go through LFS/Xet)")
 
 
 def _reject_pull_requests(request: Request) -> None:
@@ -73,30 +85,59 @@ def _text_of(repo: Repo, commit: Commit, path: str) -> str | None:
     return repo.storage.objects.read(entry.sha256).decode("utf-8", "replace")
 
 
+_PREUPLOAD_SHAPE = "{'files': [{'path': str, 'size': int, 'sample': base64}]}"
+
+
+def _preupload_files(payload: dict) -> list[tuple[str, int, bytes]]:
+    """(path, size, sample) of each file a preupload request announces (400 if malformed)."""
+    files = payload.get("files")
+    if not isinstance(files, list) or not all(isinstance(item, dict) for item in files):
+        raise HubHTTPError(400, f"The body must be {_PREUPLOAD_SHAPE}")
+    announced = []
+    for item in files:
+        path = check_file_path(str(item.get("path", "")))
+        size = item.get("size", 0)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise HubHTTPError(400, f"Invalid size {size!r} for {path!r}: must be a non-negative integer")
+        sample = item.get("sample") or ""
+        try:
+            sample = base64.b64decode(sample) if isinstance(sample, str) else b""
+        except (binascii.Error, ValueError):
+            sample = b""
+        announced.append((path, size, sample))
+    return announced
+
+
+def _check_free_space(repo: Repo, commit: Commit, announced: list[tuple[str, int, bytes]]) -> None:
+    """Refuse (507) a commit whose files cannot fit on the disk, before the client sends a byte.
+    This is where a huggingface_hub user hears of a full disk: its Xet uploads come later, through a
+    client that only reports status codes (see web.CAS_DISK_FULL_STATUS). A file whose path already
+    holds a file of the same size is not counted: it is most likely unchanged and the client will
+    skip it (re-uploading a big folder with one small change must not be refused)."""
+    needed = sum(size for path, size, _sample in announced
+                 if path not in commit.tree or commit.tree[path].size != size)
+    free = repo.storage.objects.free_bytes()
+    if needed > free:
+        raise HubHTTPError(INSUFFICIENT_STORAGE, disk_full_message(
+            f"its disk is too full: only {format_size(free)} free, and these files take {format_size(needed)}"),
+            "InsufficientStorage")
+
+
 @router.post("/api/{plural}/{namespace}/{name}/preupload/{revision:path}")
 async def preupload(request: Request, plural: str, namespace: str, name: str, revision: str):
     repo, _ = load_repo(request, repo_type_from_plural(plural), namespace, name, write=True)
     _reject_pull_requests(request)
-    try:
-        payload = await request.json()
-        files = payload["files"]
-        assert isinstance(files, list)
-    except (ValueError, KeyError, TypeError, AssertionError):
-        raise HubHTTPError(400, "Body must be {'files': [{'path', 'size', 'sample'}]}") from None
+    payload = await read_json_object(request, MAX_LISTING_BODY, shape=_PREUPLOAD_SHAPE)
+    announced = _preupload_files(payload)
     commit = repo.get_commit(repo.resolve(revision))
+    _check_free_space(repo, commit, announced)
     lfs_patterns = gitattributes_lfs_patterns((_text_of(repo, commit, ".gitattributes") or "").encode())
     gitignore = payload.get("gitIgnore")
     if gitignore is None:
         gitignore = _text_of(repo, commit, ".gitignore") or ""
     ignore_patterns = str(gitignore).splitlines()
     answers = []
-    for item in files:
-        path = check_file_path(str(item.get("path", "")))
-        size = int(item.get("size", 0))
-        try:
-            sample = base64.b64decode(item.get("sample", "") or "")
-        except (binascii.Error, ValueError):
-            sample = b""
+    for path, size, sample in announced:
         # Large, LFS-tracked or binary files go to LFS/Xet storage, like on the Hub.
         large = size >= LFS_SIZE_THRESHOLD or matches_gitattributes(path, lfs_patterns) or b"\0" in sample
         answer = {"path": path, "uploadMode": "lfs" if large else "regular",
@@ -120,12 +161,12 @@ class _CommitParser:
         self.header: dict | None = None
         self.operations: list[Operation] = []
 
-    def feed(self, item: dict) -> None:
+    def feed(self, item) -> None:
         if not isinstance(item, dict) or "key" not in item or not isinstance(item.get("value"), dict):
             raise InvalidCommit("Each line must be {'key': ..., 'value': {...}}")
         key, value = item["key"], item["value"]
         if key == "header":
-            self.header = value
+            self.header = _checked_header(value)
         elif key == "file":
             self._add_regular(value)
         elif key == "lfsFile":
@@ -137,20 +178,31 @@ class _CommitParser:
         else:
             raise InvalidCommit(f"Unknown commit operation {key!r}")
 
-    def _add_regular(self, value: dict) -> None:
+    def _add_regular(self, value) -> None:
+        if not isinstance(value, dict):
+            raise InvalidCommit("Each file must be an object {'path', 'content', 'encoding'}")
         path = check_file_path(str(value.get("path", "")))
         content = value.get("content", "")
+        if not isinstance(content, str):
+            raise InvalidCommit(f"The content of {path!r} must be a string")
         if value.get("encoding", "utf-8") == "base64":
+            _check_regular_size(path, len(content) // 4 * 3 - 2)  # before decoding: refuse cheaply
             try:
                 data = base64.b64decode(content, validate=True)
             except (binascii.Error, ValueError):
                 raise InvalidCommit(f"Invalid base64 content for {path!r}") from None
         else:
-            data = str(content).encode("utf-8")
+            try:
+                data = content.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but not text
+                raise InvalidCommit(f"The content of {path!r} is not valid Unicode text") from None
+        _check_regular_size(path, len(data))
         sha256 = self.repo.storage.objects.put_bytes(data)
         self.operations.append(AddFile(path, FileEntry.regular(data, sha256)))
 
-    def _add_lfs(self, value: dict) -> None:
+    def _add_lfs(self, value) -> None:
+        if not isinstance(value, dict):
+            raise InvalidCommit("Each LFS file must be an object {'path', 'algo', 'oid', 'size'}")
         path = check_file_path(str(value.get("path", "")))
         oid = str(value.get("oid", "")).lower()
         if value.get("algo", "sha256") != "sha256" or not SHA256_RE.match(oid):
@@ -158,39 +210,54 @@ class _CommitParser:
         if not self.repo.has_lfs(oid):
             raise InvalidCommit(f"LFS object {oid} for {path!r} was never uploaded to this repo: upload it first")
         size = self.repo.storage.objects.size(oid)
-        if value.get("size") is not None and int(value["size"]) != size:
-            raise InvalidCommit(f"LFS object {oid} for {path!r} is {size} bytes, not {value['size']}")
+        declared = value.get("size")
+        if declared is not None and (not isinstance(declared, int) or isinstance(declared, bool) or declared != size):
+            raise InvalidCommit(f"LFS object {oid} for {path!r} is {size} bytes, not {declared!r}")
         self.operations.append(AddFile(path, FileEntry.large(oid, size)))
 
-    def feed_legacy_json(self, payload: dict) -> None:
+    def feed_legacy_json(self, payload) -> None:
         """Older clients post one JSON object instead of NDJSON lines."""
-        self.header = {k: payload.get(k) for k in ("summary", "description", "parentCommit") if k in payload}
-        for value in payload.get("files", []):
+        if not isinstance(payload, dict):
+            raise InvalidCommit("A JSON commit body must be an object {'summary', 'files', 'lfsFiles', "
+                                "'deletedFiles', 'deletedFolders'}")
+        self.header = _checked_header({k: payload[k] for k in ("summary", "description", "parentCommit")
+                                       if k in payload})
+        lists = {key: payload.get(key, []) for key in ("files", "lfsFiles", "deletedFiles", "deletedFolders")}
+        for key, values in lists.items():
+            if not isinstance(values, list):
+                raise InvalidCommit(f"{key!r} must be a list")
+        for value in lists["files"]:
             self._add_regular(value)
-        for value in payload.get("lfsFiles", []):
+        for value in lists["lfsFiles"]:
             self._add_lfs(value)
-        for value in payload.get("deletedFiles", []):
+        for value in lists["deletedFiles"]:
             self.feed({"key": "deletedFile", "value": value})
-        for value in payload.get("deletedFolders", []):
+        for value in lists["deletedFolders"]:
             self.feed({"key": "deletedFolder", "value": value})
 
 
-async def _ndjson_items(request: Request):
-    buffer = b""
-    async for chunk in request.stream():
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield line
-    if buffer.strip():
-        yield buffer
+def _checked_header(header: dict) -> dict:
+    """The commit header, its fields checked: summary/description strings, parentCommit a revision."""
+    for key in ("summary", "description"):
+        if header.get(key) is not None and not isinstance(header[key], str):
+            raise InvalidCommit(f"The commit {key} must be a string")
+    parent = header.get("parentCommit")
+    if parent is not None and not isinstance(parent, str):
+        raise InvalidCommit("parentCommit must be a commit id (a string)")
+    return header
 
 
-def _parse_line(line: bytes) -> dict:
+def _check_regular_size(path: str, size: int) -> None:
+    if size >= MAX_REGULAR_FILE_SIZE:
+        raise HubHTTPError(413, f"{path!r} is {format_size(size)}: regular (non-LFS) files must be smaller than "
+                                f"{format_size(MAX_REGULAR_FILE_SIZE)}. Upload it as an LFS file instead "
+                                "(preupload answers uploadMode 'lfs' for it).")
+
+
+def _parse_line(line: bytes):
     try:
         return json.loads(line)
-    except ValueError:
+    except ValueError:  # also UnicodeDecodeError
         raise InvalidCommit("Invalid JSON line in commit payload") from None
 
 
@@ -200,10 +267,10 @@ async def create_commit(request: Request, plural: str, namespace: str, name: str
     _reject_pull_requests(request)
     parser = _CommitParser(repo)
     if request.headers.get("content-type", "").startswith("application/json"):
-        payload = _parse_line(await request.body())
-        await run_in_threadpool(parser.feed_legacy_json, payload)
+        body = await read_body(request, MAX_LEGACY_COMMIT_BODY, "A JSON commit body", _LINE_HINT)
+        await run_in_threadpool(parser.feed_legacy_json, _parse_line(body))
     else:
-        async for line in _ndjson_items(request):
+        async for line in read_lines(request, MAX_COMMIT_LINE, _LINE_HINT):
             await run_in_threadpool(parser.feed, _parse_line(line))
     if parser.header is None:
         raise InvalidCommit("The commit payload must start with a header line")

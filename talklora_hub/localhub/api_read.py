@@ -4,13 +4,13 @@ states of a repo even while someone is pushing."""
 
 from __future__ import annotations
 
-import json
 import mimetypes
 from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
+from .bodies import MAX_LISTING_BODY, parse_json, read_body
 from .web import HubHTTPError, base_url, ctx_of, error_response, load_repo, raw_segments, repo_type_from_plural
 from .paths import check_file_path, repo_url_path
 from .repo_info import commit_json, file_json, folder_json, last_commit_json, repo_info_json
@@ -23,6 +23,14 @@ HEADER_REPO_COMMIT = "X-Repo-Commit"
 
 def _truthy(value) -> bool:
     return str(value).lower() in ("1", "true", "yes", "on")
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    """A non-negative integer query parameter; anything else (text, '²', 5000 digits) is ignored."""
+    raw = request.query_params.get(name, "")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        return default
+    return int(raw)
 
 
 def _describe(repo: Repo, commit: Commit, entries: list[tuple[str, str]], expand: bool) -> list[dict]:
@@ -61,9 +69,8 @@ async def list_tree(request: Request, plural: str, namespace: str, name: str, re
         raise EntryNotFound(f"{folder!r} is a file, not a folder")
     entries = list_folder(commit.tree, folder, recursive)
     page_size = ctx_of(request).tree_page_size if not expand else min(50, ctx_of(request).tree_page_size)
-    if params.get("limit", "").isdigit():
-        page_size = max(1, min(page_size, int(params["limit"])))
-    start = int(params["cursor"]) if params.get("cursor", "").isdigit() else 0
+    page_size = max(1, min(page_size, _int_param(request, "limit", page_size)))
+    start = _int_param(request, "cursor", 0)
     page = entries[start:start + page_size]
     headers = {HEADER_REPO_COMMIT: commit.id}
     if start + page_size < len(entries):
@@ -74,22 +81,32 @@ async def list_tree(request: Request, plural: str, namespace: str, name: str, re
     return JSONResponse(_describe(repo, commit, page, expand), headers=headers)
 
 
+_PATHS_INFO_SHAPE = "{'paths': [path, ...], 'expand': bool}"
+
+
+def _paths_info_request(request: Request, body: bytes) -> tuple[list[str], bool]:
+    """(paths, expand) from a paths-info body: a form, as huggingface_hub posts it
+    (paths=a&paths=b&expand=False), or a JSON object."""
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        return form.get("paths", []), _truthy((form.get("expand") or ["false"])[0])
+    payload = parse_json(body) if body.strip() else {}
+    if not isinstance(payload, dict):
+        raise HubHTTPError(400, f"The body must be a JSON object {_PATHS_INFO_SHAPE}, "
+                                f"got a JSON {type(payload).__name__}")
+    paths = payload.get("paths", [])
+    if isinstance(paths, str):
+        paths = [paths]
+    if not isinstance(paths, list) or not all(isinstance(path, str) for path in paths):
+        raise HubHTTPError(400, f"'paths' must be a list of strings: {_PATHS_INFO_SHAPE}")
+    return paths, _truthy(payload.get("expand", False))
+
+
 @router.post("/api/{plural}/{namespace}/{name}/paths-info/{revision:path}")
 async def paths_info(request: Request, plural: str, namespace: str, name: str, revision: str):
     repo, _ = load_repo(request, repo_type_from_plural(plural), namespace, name)
     commit = repo.get_commit(repo.resolve(revision))
-    body = await request.body()
-    if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            payload = json.loads(body or b"{}")
-        except ValueError:
-            raise HubHTTPError(400, "Invalid JSON body") from None
-        paths, expand = payload.get("paths", []), _truthy(payload.get("expand", False))
-    else:  # huggingface_hub posts a form: paths=a&paths=b&expand=False
-        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-        paths, expand = form.get("paths", []), _truthy((form.get("expand") or ["false"])[0])
-    if isinstance(paths, str):
-        paths = [paths]
+    paths, expand = _paths_info_request(request, await read_body(request, MAX_LISTING_BODY))
     entries = []
     for raw in paths:
         path = check_file_path(str(raw), allow_empty=True)
@@ -117,10 +134,8 @@ async def list_refs(request: Request, plural: str, namespace: str, name: str):
 async def list_commits(request: Request, plural: str, namespace: str, name: str, revision: str):
     repo, _ = load_repo(request, repo_type_from_plural(plural), namespace, name)
     head = repo.resolve(revision)
-    params = request.query_params
-    page = int(params["p"]) if params.get("p", "").isdigit() else 0
-    limit = int(params["limit"]) if params.get("limit", "").isdigit() else 100
-    limit = max(1, min(limit, 1000))
+    page = min(_int_param(request, "p", 0), 1_000_000)
+    limit = max(1, min(_int_param(request, "limit", 100), 1000))
     history = repo.history(head)
     selected = []
     for index, commit in enumerate(history):

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from .auth import can_read
+from .bodies import MAX_JSON_BODY, MAX_LISTING_BODY, parse_json, read_body, read_json_object
 from .web import (
     HubHTTPError,
     ctx_of,
@@ -25,16 +26,11 @@ from .storage import RepoExists, RepoNotFound
 router = APIRouter()
 
 SPACE_SDKS = ("gradio", "streamlit", "docker", "static")
+GATED_VALUES = (False, "auto", "manual")
 
 
-async def _json(request: Request) -> dict:
-    try:
-        data = await request.json()
-    except ValueError:
-        raise HubHTTPError(400, "Request body must be JSON") from None
-    if not isinstance(data, dict):
-        raise HubHTTPError(400, "Request body must be a JSON object")
-    return data
+async def _json(request: Request, limit: int = MAX_JSON_BODY) -> dict:
+    return await read_json_object(request, limit)
 
 
 def _private_from(payload: dict) -> bool | None:
@@ -118,6 +114,8 @@ async def update_settings(request: Request, plural: str, namespace: str, name: s
     if private is not None:
         changes["private"] = private
     if "gated" in payload:
+        if payload["gated"] not in GATED_VALUES:
+            raise HubHTTPError(400, f"Invalid gated value {payload['gated']!r}: use false, 'auto' or 'manual'")
         changes["gated"] = payload["gated"]
     await run_in_threadpool(repo.update_meta, **changes)
     return {}
@@ -126,7 +124,10 @@ async def update_settings(request: Request, plural: str, namespace: str, name: s
 @router.post("/api/{plural}/{namespace}/{name}/branch/{branch:path}")
 async def create_branch(request: Request, plural: str, namespace: str, name: str, branch: str):
     repo, _ = load_repo(request, repo_type_from_plural(plural), namespace, name, write=True)
-    payload = await _json(request) if await request.body() else {}
+    body = await read_body(request, MAX_JSON_BODY)
+    payload = parse_json(body) if body.strip() else {}
+    if not isinstance(payload, dict):
+        raise HubHTTPError(400, "The request body must be a JSON object like {'startingPoint': revision}")
     try:
         await run_in_threadpool(repo.create_ref, "branches", check_ref_name(branch), payload.get("startingPoint"))
     except RepoExists as error:
@@ -199,7 +200,7 @@ def _front_matter(content: str) -> str | None:
 @router.post("/api/validate-yaml")
 async def validate_yaml(request: Request):
     """Check the YAML metadata block of a README (huggingface_hub calls this on every README upload)."""
-    payload = await _json(request)
+    payload = await _json(request, MAX_LISTING_BODY)
     block = _front_matter(str(payload.get("content", "")))
     if block is None:
         return {"errors": [], "warnings": []}

@@ -25,9 +25,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .locks import ExclusiveLock
 from .objects import atomic_write
 from .paths import check_namespace
-from .storage import ExclusiveLock, now_iso
+from .tree import now_iso
 
 ROLES = ("read", "write")
 

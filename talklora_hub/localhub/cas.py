@@ -24,6 +24,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from .bodies import read_body
+from .faults import charge_disk
 from .web import HubHTTPError, base_url, bearer_token, ctx_of, load_repo, repo_type_from_plural
 from .paths import check_repo_type
 from .storage import RepoNotFound
@@ -79,6 +81,7 @@ async def upload_xorb(request: Request, instance: str, prefix: str, xorb_hash: s
             size += len(chunk)
             if size > MAX_XORB_SIZE:
                 raise HubHTTPError(400, "xorb larger than 64 MiB")
+            charge_disk(len(chunk))
             handle.write(chunk)
     except BaseException:  # disconnect, oversize...: drop the partial xorb
         handle.close()
@@ -91,9 +94,7 @@ async def upload_xorb(request: Request, instance: str, prefix: str, xorb_hash: s
 @router.post("/xet-cas/{instance}/v1/shards")
 async def upload_shard(request: Request, instance: str):
     repo = _xet_repo(request, instance)
-    body = await request.body()
-    if len(body) > MAX_SHARD_SIZE:
-        raise HubHTTPError(400, "shard too large")
+    body = await read_body(request, MAX_SHARD_SIZE, "A shard")
     await run_in_threadpool(request.app.state.xorbs.ingest_shard, body, repo)
     return {"result": 1}
 

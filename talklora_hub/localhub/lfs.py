@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from .bodies import MAX_JSON_BODY, MAX_LISTING_BODY, read_json_object
 from .web import HubHTTPError, base_url, ctx_of, load_repo
 from .objects import SHA256_RE
 from .paths import check_repo_type
@@ -24,6 +25,7 @@ from .paths import check_repo_type
 router = APIRouter()
 
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
+_BATCH_SHAPE = "{'operation': 'upload'|'download', 'objects': [{'oid': sha256, 'size': int}]}"
 TICKET_TTL = 3600.0
 
 
@@ -38,12 +40,10 @@ def _object_error(oid, size, code: int, message: str) -> dict:
 
 
 async def _batch(request: Request, repo_type: str, namespace: str, name_git: str):
-    try:
-        payload = await request.json()
-        objects = payload["objects"]
-        assert isinstance(objects, list)
-    except (ValueError, KeyError, TypeError, AssertionError):
-        raise HubHTTPError(400, "Invalid LFS batch request") from None
+    payload = await read_json_object(request, MAX_LISTING_BODY, shape=_BATCH_SHAPE)
+    objects = payload.get("objects")
+    if not isinstance(objects, list):
+        raise HubHTTPError(400, f"Invalid LFS batch request: the body must be {_BATCH_SHAPE}")
     operation = payload.get("operation")
     if operation not in ("upload", "download"):
         raise HubHTTPError(400, f"Unsupported LFS operation {operation!r}")
@@ -86,11 +86,10 @@ async def _batch(request: Request, repo_type: str, namespace: str, name_git: str
 
 async def _verify(request: Request, repo_type: str, namespace: str, name_git: str):
     repo, _ = load_repo(request, repo_type, namespace, _repo_name(name_git), write=True)
-    try:
-        payload = await request.json()
-        oid, size = str(payload["oid"]), int(payload["size"])
-    except (ValueError, KeyError, TypeError):
-        raise HubHTTPError(400, "Invalid LFS verify request") from None
+    payload = await read_json_object(request, MAX_JSON_BODY, shape="{'oid': sha256, 'size': int}")
+    oid, size = payload.get("oid"), payload.get("size")
+    if not isinstance(oid, str) or not isinstance(size, int) or isinstance(size, bool):
+        raise HubHTTPError(400, "Invalid LFS verify request: the body must be {'oid': sha256, 'size': int}")
     if not repo.has_lfs(oid):
         raise HubHTTPError(404, f"LFS object {oid} was not uploaded to this repo")
     if repo.storage.objects.size(oid) != size:

@@ -78,6 +78,11 @@ class LocalHub:
         return f"http://{self.host}:{self._bound_port}"
 
     @property
+    def pid(self) -> int | None:
+        """The server process's id while one was started (tests read its memory use from /proc)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
+
+from .faults import charge_disk, simulated_disk_free
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 LFS_POINTER_VERSION = "https://git-lfs.github.com/spec/v1"
@@ -53,6 +56,7 @@ def atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="w-")
     try:
         with os.fdopen(fd, "wb") as handle:
+            charge_disk(len(data))
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -87,6 +91,7 @@ class BlobWriter:
     def write(self, data: bytes) -> None:
         if self._expected_size is not None and self.size + len(data) > self._expected_size:
             raise HashMismatch(f"More than the announced {self._expected_size} bytes were sent.")
+        charge_disk(len(data))
         self._handle.write(data)
         self._hash.update(data)
         self.size += len(data)
@@ -137,6 +142,12 @@ class ObjectStore:
     def read(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()
 
+    def free_bytes(self) -> int:
+        """Space left for new objects (the simulated free space instead, when tests set one)."""
+        free = shutil.disk_usage(self.dir).free
+        simulated = simulated_disk_free()
+        return free if simulated is None else min(free, simulated)
+
     def writer(self, expected_sha256: str | None = None, expected_size: int | None = None) -> BlobWriter:
         return BlobWriter(self, expected_sha256, expected_size)
 
@@ -160,8 +171,6 @@ class ObjectStore:
         for entry in self.tmp_dir.iterdir():
             try:
                 if entry.is_dir():
-                    import shutil
-
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink()

@@ -19,6 +19,10 @@ _REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 MAX_PATH_LENGTH = 1000
 
 
+def _has_control_characters(text: str) -> bool:
+    return any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text)
+
+
 class InvalidName(ValueError):
     """A client-supplied name or path is not acceptable (the server answers 400)."""
 
@@ -52,11 +56,29 @@ def check_namespace(value: str) -> str:
 
 def check_ref_name(value: str) -> str:
     """Validate a branch or tag name (slashes allowed, as in git, but no '..' or empty segments)."""
+    if isinstance(value, str) and _has_control_characters(value):
+        raise InvalidName(f"Invalid branch or tag name {value!r}: control characters are not allowed.")
     if not isinstance(value, str) or not _REF_RE.match(value):
         raise InvalidName(f"Invalid branch or tag name {value!r}.")
     parts = value.split("/")
     if any(part in ("", ".", "..") or part.endswith(".lock") for part in parts) or value.endswith("/"):
         raise InvalidName(f"Invalid branch or tag name {value!r}.")
+    return value
+
+
+MAX_REVISION_LENGTH = 256
+
+
+def check_revision(value) -> str:
+    """Validate a revision as a client names it (branch, tag, 'refs/heads/x', commit id or prefix)
+    before it is looked up: a string, at most 256 characters, no control characters. Those could
+    never name a ref, and echoing them back (error messages, headers) would only cause trouble."""
+    if not isinstance(value, str) or not value:
+        raise InvalidName("The revision must be a non-empty string.")
+    if len(value) > MAX_REVISION_LENGTH:
+        raise InvalidName(f"Invalid revision: longer than {MAX_REVISION_LENGTH} characters.")
+    if _has_control_characters(value):
+        raise InvalidName(f"Invalid revision {value!r}: control characters are not allowed.")
     return value
 
 
@@ -78,7 +100,7 @@ def check_file_path(path: str, *, allow_empty: bool = False) -> str:
         raise InvalidName("Path too long.")
     if "\\" in stripped:
         raise InvalidName(f"Invalid path {path!r}: backslashes are not allowed.")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in stripped):
+    if _has_control_characters(stripped):
         raise InvalidName(f"Invalid path {path!r}: control characters are not allowed.")
     for part in stripped.split("/"):
         if part in ("", ".", ".."):

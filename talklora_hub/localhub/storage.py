@@ -1,4 +1,5 @@
-"""On-disk format of the hub: repos, commits and refs (file contents live in `objects.ObjectStore`).
+"""On-disk format of the hub: repos, commits and refs (file contents live in `objects.ObjectStore`;
+the commit/tree data model is tree.py, the errors errors.py, the repo lock locks.py).
 
 Layout under the root directory::
 
@@ -22,8 +23,6 @@ but makes reading any revision a single file read, which is what a model zoo mos
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
 import json
 import os
 import re
@@ -31,16 +30,38 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
-from filelock import FileLock
-
-from .faults import crash_point
-from .objects import ObjectStore, atomic_write, fsync_dir, git_blob_oid, lfs_pointer
-from .paths import check_file_path, check_name, check_namespace, check_ref_name, check_repo_type
+from .errors import (  # noqa: F401 - re-exported: the storage API raises them
+    CommitConflict,
+    EntryNotFound,
+    InvalidCommit,
+    RepoExists,
+    RepoNotFound,
+    RevisionNotFound,
+    StorageError,
+)
+from .faults import charge_disk, crash_point
+from .locks import ExclusiveLock
+from .objects import ObjectStore, atomic_write, fsync_dir
+from .paths import check_file_path, check_name, check_namespace, check_ref_name, check_repo_type, check_revision
+from .tree import (  # noqa: F401 - re-exported for the modules and tests that import them from here
+    AddFile,
+    Commit,
+    DeleteFile,
+    DeleteFolder,
+    FileEntry,
+    Operation,
+    apply_operations,
+    canonical_json,
+    folder_exists,
+    folder_oid,
+    gitattributes_lfs_patterns,
+    list_folder,
+    matches_gitattributes,
+    now_iso,
+)
 
 COMMIT_ID_RE = re.compile(r"^[0-9a-f]{40}$")
 COMMIT_PREFIX_RE = re.compile(r"^[0-9a-f]{7,40}$")
@@ -61,272 +82,13 @@ DEFAULT_GITATTRIBUTES = (
 )
 
 
-class StorageError(Exception):
-    """Base of the errors the HTTP layer maps to status codes."""
-
-
-class RepoNotFound(StorageError):
-    pass
-
-
-class RepoExists(StorageError):
-    pass
-
-
-class RevisionNotFound(StorageError):
-    pass
-
-
-class EntryNotFound(StorageError):
-    pass
-
-
-class CommitConflict(StorageError):
-    """The branch moved since the commit the client based its change on (optimistic locking)."""
-
-
-class InvalidCommit(StorageError):
-    """The commit is malformed: bad op, file/folder clash, unknown LFS object, commit to a non-branch..."""
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _canonical(data) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One file of a tree. `git_oid` is the blob id git would report: sha1 of the content for regular
-    files, sha1 of the LFS pointer for LFS files (that is what the Hub returns as a file's 'oid')."""
-
-    sha256: str
-    size: int
-    lfs: bool
-    git_oid: str
-
-    def to_json(self) -> list:
-        return [self.sha256, self.size, self.lfs, self.git_oid]
-
-    @classmethod
-    def from_json(cls, data: list) -> "FileEntry":
-        return cls(sha256=data[0], size=int(data[1]), lfs=bool(data[2]), git_oid=data[3])
-
-    @classmethod
-    def regular(cls, data: bytes, sha256: str) -> "FileEntry":
-        return cls(sha256=sha256, size=len(data), lfs=False, git_oid=git_blob_oid(data))
-
-    @classmethod
-    def large(cls, sha256: str, size: int) -> "FileEntry":
-        return cls(sha256=sha256, size=size, lfs=True, git_oid=git_blob_oid(lfs_pointer(sha256, size)))
-
-    @property
-    def pointer_size(self) -> int:
-        return len(lfs_pointer(self.sha256, self.size))
-
-
-@dataclass(frozen=True)
-class Commit:
-    id: str
-    parents: tuple[str, ...]
-    tree: dict[str, FileEntry]
-    author: str
-    title: str
-    message: str
-    date: str
-
-    def to_json(self) -> dict:
-        return {
-            "id": self.id,
-            "parents": list(self.parents),
-            "author": self.author,
-            "title": self.title,
-            "message": self.message,
-            "date": self.date,
-            "tree": {path: entry.to_json() for path, entry in sorted(self.tree.items())},
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Commit":
-        return cls(
-            id=data["id"],
-            parents=tuple(data["parents"]),
-            tree={path: FileEntry.from_json(value) for path, value in data["tree"].items()},
-            author=data["author"],
-            title=data["title"],
-            message=data["message"],
-            date=data["date"],
-        )
-
-    @classmethod
-    def build(cls, parents, tree, author, title, message) -> "Commit":
-        date = now_iso()
-        tree_hash = hashlib.sha1(_canonical({p: e.to_json() for p, e in sorted(tree.items())})).hexdigest()
-        body = {"tree": tree_hash, "parents": list(parents), "author": author, "title": title,
-                "message": message, "date": date}
-        commit_id = hashlib.sha1(_canonical(body)).hexdigest()
-        return cls(commit_id, tuple(parents), dict(tree), author, title, message, date)
-
-
-# ---------------------------------------------------------------------------- tree helpers
-
-
-def folder_exists(tree: dict[str, FileEntry], folder: str) -> bool:
-    prefix = folder + "/"
-    return any(path.startswith(prefix) for path in tree)
-
-
-def folder_oid(tree: dict[str, FileEntry], folder: str) -> str:
-    """A stable id for a folder's content (stands in for git's tree id)."""
-    prefix = folder + "/" if folder else ""
-    digest = hashlib.sha1()
-    for path in sorted(p for p in tree if p.startswith(prefix)):
-        digest.update(f"{path[len(prefix):]}\0{tree[path].git_oid}\n".encode())
-    return digest.hexdigest()
-
-
-def list_folder(tree: dict[str, FileEntry], folder: str, recursive: bool) -> list[tuple[str, str]]:
-    """Entries under `folder` as sorted (kind, path) pairs, kind being 'file' or 'directory'.
-    Raises EntryNotFound if `folder` is neither the root nor an existing folder."""
-    if folder and not folder_exists(tree, folder):
-        raise EntryNotFound(f"Folder {folder!r} not found")
-    prefix = folder + "/" if folder else ""
-    files: set[str] = set()
-    dirs: set[str] = set()
-    for path in tree:
-        if not path.startswith(prefix):
-            continue
-        rest = path[len(prefix):]
-        parts = rest.split("/")
-        if recursive:
-            files.add(path)
-            for depth in range(1, len(parts)):
-                dirs.add(prefix + "/".join(parts[:depth]))
-        elif len(parts) == 1:
-            files.add(path)
-        else:
-            dirs.add(prefix + parts[0])
-    entries = [("directory", d) for d in dirs] + [("file", f) for f in files]
-    # Folders before files at each level, like the Hub; deterministic order makes paging stable.
-    return sorted(entries, key=lambda item: (item[1].split("/")[:-1], item[0] != "directory", item[1]))
-
-
-def gitattributes_lfs_patterns(content: bytes) -> list[str]:
-    patterns = []
-    for line in content.decode("utf-8", "replace").splitlines():
-        parts = line.strip().split()
-        if parts and not parts[0].startswith("#") and "filter=lfs" in parts[1:]:
-            patterns.append(parts[0])
-    return patterns
-
-
-def matches_gitattributes(path: str, patterns: Iterable[str]) -> bool:
-    base = path.rsplit("/", 1)[-1]
-    for pattern in patterns:
-        if "/" in pattern.strip("/"):
-            if fnmatch.fnmatchcase(path, pattern.lstrip("/")):
-                return True
-        elif fnmatch.fnmatchcase(base, pattern.rstrip("/")):
-            return True
-    return False
-
-
-# ---------------------------------------------------------------------------- commit operations
-
-
-@dataclass(frozen=True)
-class AddFile:
-    path: str
-    entry: FileEntry
-
-
-@dataclass(frozen=True)
-class DeleteFile:
-    path: str
-
-
-@dataclass(frozen=True)
-class DeleteFolder:
-    path: str
-
-
-Operation = AddFile | DeleteFile | DeleteFolder
-
-
-def apply_operations(tree: dict[str, FileEntry], operations: Iterable[Operation]) -> dict[str, FileEntry]:
-    """The tree after `operations`, in order. Raises EntryNotFound for deleting what does not exist
-    and InvalidCommit when a path would be both a file and a folder."""
-    new_tree = dict(tree)
-    for op in operations:
-        if isinstance(op, AddFile):
-            new_tree[op.path] = op.entry
-        elif isinstance(op, DeleteFile):
-            if op.path not in new_tree:
-                raise EntryNotFound(f"Cannot delete {op.path!r}: file not found")
-            del new_tree[op.path]
-        elif isinstance(op, DeleteFolder):
-            folder = op.path.rstrip("/")
-            doomed = [p for p in new_tree if folder == "" or p.startswith(folder + "/")]
-            if not doomed:
-                raise EntryNotFound(f"Cannot delete folder {folder!r}: not found")
-            for path in doomed:
-                del new_tree[path]
-        else:  # pragma: no cover - programming error
-            raise TypeError(op)
-    folders = {path.rsplit("/", 1)[0] for path in new_tree if "/" in path}
-    all_folders = set()
-    for folder in folders:
-        parts = folder.split("/")
-        all_folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    clash = sorted(all_folders & set(new_tree))
-    if clash:
-        raise InvalidCommit(f"{clash[0]!r} would be both a file and a folder")
-    return new_tree
-
-
-# ---------------------------------------------------------------------------- locks
-
-
-class ExclusiveLock:
-    """Exclusive, non-reentrant lock on a lock file, held against other threads and other processes.
-
-    Across processes it is a `filelock.FileLock` (flock on POSIX), so two servers on the same root
-    cannot interleave commits. Without the soft fallback: a soft lock is a marker file that would
-    survive a killed server and block the restarted one, while the kernel drops a flock with its
-    holder. Inside the process, threads first queue on a thread lock per path: filelock waits by
-    polling, which would add up to a poll interval to every contended commit, while a thread lock
-    hands over at once (and keeps the lock non-reentrant, as the callers expect)."""
-
-    _locks: dict[str, tuple[threading.Lock, FileLock]] = {}
-    _registry_lock = threading.Lock()
-
-    def __init__(self, path: Path):
-        self.path = path
-        with self._registry_lock:
-            if str(path) not in self._locks:
-                self._locks[str(path)] = (threading.Lock(), FileLock(path, mode=0o644, fallback_to_soft=False))
-            self._thread_lock, self._file_lock = self._locks[str(path)]
-
-    def __enter__(self) -> "ExclusiveLock":
-        self._thread_lock.acquire()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file_lock.acquire()
-        except BaseException:
-            self._thread_lock.release()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self._file_lock.release()
-        finally:
-            self._thread_lock.release()
-
-
 # ---------------------------------------------------------------------------- repos
+
+
+def repo_not_found(repo_type: str, namespace: str, name: str) -> RepoNotFound:
+    """The one error for "no such repo", also raised for a private repo the caller may not see: a
+    different wording (or header) for either case would tell outsiders that the private repo exists."""
+    return RepoNotFound(f"Repository not found: {check_repo_type(repo_type)} {namespace}/{name}")
 
 
 class Repo:
@@ -352,7 +114,7 @@ class Repo:
         with self.lock():
             meta = self.meta()
             meta.update(changes)
-            atomic_write(self.path / "repo.json", _canonical(meta), self.storage.tmp_dir)
+            atomic_write(self.path / "repo.json", canonical_json(meta), self.storage.tmp_dir)
             return meta
 
     @property
@@ -364,7 +126,7 @@ class Repo:
 
     def _write_refs(self, refs: dict) -> None:
         # The commit point of every write: one atomic replace of a small file.
-        atomic_write(self.path / "refs.json", _canonical(refs), self.storage.tmp_dir)
+        atomic_write(self.path / "refs.json", canonical_json(refs), self.storage.tmp_dir)
 
     def lock(self) -> ExclusiveLock:
         return ExclusiveLock(self.path / ".lock")
@@ -381,7 +143,7 @@ class Repo:
 
     def resolve(self, revision: str | None) -> str:
         """Commit id for a branch, a tag, a full commit id or a unique commit id prefix (>= 7 chars)."""
-        revision = revision or DEFAULT_BRANCH
+        revision = check_revision(revision or DEFAULT_BRANCH)
         refs = self.refs()
         for prefix, kind in (("refs/heads/", "branches"), ("refs/tags/", "tags")):
             if revision.startswith(prefix) and revision[len(prefix):] in refs[kind]:
@@ -397,7 +159,7 @@ class Repo:
             matches = [p.stem for p in (self.path / "commits").glob(f"{lowered}*.json")]
             if len(matches) == 1:
                 return matches[0]
-        raise RevisionNotFound(f"Invalid rev id: {revision}")
+        raise RevisionNotFound(f"Invalid rev id: {revision!r}")
 
     def head(self, branch: str = DEFAULT_BRANCH) -> str:
         try:
@@ -431,7 +193,7 @@ class Repo:
         return found
 
     def _write_commit(self, commit: Commit) -> None:
-        atomic_write(self.path / "commits" / f"{commit.id}.json", _canonical(commit.to_json()), self.storage.tmp_dir)
+        atomic_write(self.path / "commits" / f"{commit.id}.json", canonical_json(commit.to_json()), self.storage.tmp_dir)
 
     def commit(
         self,
@@ -449,6 +211,9 @@ class Repo:
         CommitConflict): a client that read revision X and pushes "X + my change" never silently
         overwrites a concurrent update. Without it, the change applies on whatever the head is
         when the repo lock is taken, so concurrent writers are serialised and none is lost."""
+        check_revision(branch)
+        if parent_commit is not None:
+            check_revision(parent_commit)
         for op in operations:
             if isinstance(op, AddFile) and not self.storage.objects.exists(op.entry.sha256):
                 raise InvalidCommit(f"Content of {op.path!r} is not stored on the server")
@@ -495,6 +260,7 @@ class Repo:
             return target
 
     def delete_ref(self, kind: str, name: str) -> None:
+        check_ref_name(name)
         with self.lock():
             refs = self.refs()
             if name not in refs[kind]:
@@ -516,7 +282,8 @@ class Repo:
             marker.touch()
 
     def has_lfs(self, sha256: str) -> bool:
-        return (self.path / "lfs" / sha256).exists() and self.storage.objects.exists(sha256)
+        # The object store checks the name is a sha256 before the marker path is built from it.
+        return self.storage.objects.exists(sha256) and (self.path / "lfs" / sha256).exists()
 
 
 class HubStorage:
@@ -555,7 +322,7 @@ class HubStorage:
     def get(self, repo_type: str, namespace: str, name: str) -> Repo:
         path = self.repo_path(repo_type, namespace, name)
         if not (path / "refs.json").is_file():
-            raise RepoNotFound(f"{repo_type} {namespace}/{name} not found")
+            raise repo_not_found(repo_type, namespace, name)
         return Repo(self, check_repo_type(repo_type), namespace, name, path)
 
     def list_repos(self, repo_type: str) -> Iterator[Repo]:
@@ -588,10 +355,12 @@ class HubStorage:
                     "owner": owner, "created_at": now_iso()}
             if sdk is not None:
                 meta["sdk"] = sdk
+            files = {"repo.json": canonical_json(meta), f"commits/{initial.id}.json": canonical_json(initial.to_json()),
+                     "refs.json": canonical_json({"branches": {DEFAULT_BRANCH: initial.id}, "tags": {}})}
             (staging / "commits").mkdir()
-            (staging / "repo.json").write_bytes(_canonical(meta))
-            (staging / "commits" / f"{initial.id}.json").write_bytes(_canonical(initial.to_json()))
-            (staging / "refs.json").write_bytes(_canonical({"branches": {DEFAULT_BRANCH: initial.id}, "tags": {}}))
+            for relative, data in files.items():
+                charge_disk(len(data))
+                (staging / relative).write_bytes(data)
             with self._global_lock():
                 if final.exists() or self._case_clash(final):
                     raise RepoExists(f"You already created this {repo_type} repo: {namespace}/{name}")

@@ -9,6 +9,7 @@ classes, and transformers/datasets rely on EntryNotFound to probe optional files
 from __future__ import annotations
 
 import base64
+import errno
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -28,6 +29,7 @@ from .storage import (
     RepoExists,
     RepoNotFound,
     RevisionNotFound,
+    repo_not_found,
 )
 from .xet import XetFormatError
 
@@ -53,10 +55,17 @@ def ctx_of(request: Request) -> HubContext:
     return request.app.state.hub
 
 
+def header_safe(text: str, limit: int = 500) -> str:
+    """`text` made fit for an HTTP header value: printable latin-1 only, one line, bounded. Messages
+    quote client input (paths, revisions); a NUL or CR/LF reaching a header would make the server
+    drop the connection instead of answering (h11 refuses to send it)."""
+    text = text[:limit].replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    return "".join(ch if " " <= ch <= "~" or "\xa0" <= ch <= "\xff" else "?" for ch in text)
+
+
 def error_response(status: int, message: str, code: str | None = None, headers: dict | None = None) -> JSONResponse:
-    # Header values must be single-line latin-1; the full message stays in the JSON body.
-    safe = message.replace("\r", " ").replace("\n", " ").encode("latin-1", "replace").decode("latin-1")[:500]
-    all_headers = {"X-Error-Message": safe, **(headers or {})}
+    # The full message stays in the JSON body; the header carries a sanitised copy.
+    all_headers = {"X-Error-Message": header_safe(message), **(headers or {})}
     if code:
         all_headers["X-Error-Code"] = code
     return JSONResponse({"error": message}, status_code=status, headers=all_headers)
@@ -76,9 +85,40 @@ _ERROR_MAP = {
 }
 
 
+# A write failing with one of these means the disk (or the hub's quota) is full: not a bug of the
+# server, and not transient either, so the client must hear it plainly instead of a retried 500.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+INSUFFICIENT_STORAGE = 507
+# hf_xet retries *every* 5xx with exponential backoff (a 507 from a xorb upload kept it busy 154 s
+# here) and shows only the status line, so the Xet CAS routes answer a full disk with a 4xx it treats
+# as final: 413, "the content is larger than the server is able to process". Users of huggingface_hub
+# normally never get that far: preupload refuses with 507 first when the files cannot fit.
+CAS_PATH_PREFIX = "/xet-cas/"
+CAS_DISK_FULL_STATUS = 413
+
+
+def disk_full_message(reason: str) -> str:
+    return (f"Insufficient storage: the hub could not store your upload because {reason}. Nothing was "
+            "committed and the repo is unchanged; free some space on the hub server, then retry.")
+
+
+def disk_full_response(request: Request, error: OSError) -> JSONResponse:
+    """507 Insufficient Storage naming the cause. huggingface_hub does not retry it (it retries 408,
+    429, 500, 502, 503 and 504 only), so the user sees this message at once."""
+    cause = "its storage quota is exhausted" if error.errno == errno.EDQUOT else "its disk is full"
+    message = disk_full_message(f"{cause} ({error.strerror or errno.errorcode.get(error.errno, error.errno)})")
+    status = CAS_DISK_FULL_STATUS if request.url.path.startswith(CAS_PATH_PREFIX) else INSUFFICIENT_STORAGE
+    return error_response(status, message, "InsufficientStorage")
+
+
 def install_error_handlers(app) -> None:
     async def hub_error(request: Request, exc: HubHTTPError):
         return error_response(exc.status, exc.message, exc.code, exc.headers)
+
+    async def os_error(request: Request, exc: OSError):
+        if exc.errno not in DISK_FULL_ERRNOS:
+            raise exc  # a genuine server fault: the default 500 (and its logged traceback)
+        return disk_full_response(request, exc)
 
     async def client_gone(request: Request, exc: ClientDisconnect):
         # The client dropped the connection mid-body: nothing was committed, nobody reads this.
@@ -86,6 +126,7 @@ def install_error_handlers(app) -> None:
 
     app.add_exception_handler(HubHTTPError, hub_error)
     app.add_exception_handler(ClientDisconnect, client_gone)
+    app.add_exception_handler(OSError, os_error)
     for error_class, (status, code) in _ERROR_MAP.items():
         async def handler(request: Request, exc: Exception, status=status, code=code):
             return error_response(status, str(exc) or exc.__class__.__name__, code)
@@ -147,7 +188,8 @@ def load_repo(
     repo = ctx_of(request).storage.get(repo_type, namespace, name)
     meta = repo.meta()
     if not can_read(principal, namespace, bool(meta.get("private"))):
-        raise RepoNotFound(f"Repository {repo_url_path(repo_type, repo.id)} not found")
+        # Exactly the error of a repo that does not exist: any difference would reveal that it does.
+        raise repo_not_found(repo_type, namespace, name)
     if write:
         if principal is None:
             raise HubHTTPError(401, "You must be authenticated to write to this repo")

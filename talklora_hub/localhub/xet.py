@@ -191,14 +191,28 @@ def _bg4_regroup(data: bytes) -> bytes:
     return bytes(out)
 
 
+def _lz4_decompress(record: ChunkRecord, payload: bytes) -> bytes:
+    """Decompress one LZ4 frame, producing at most one byte more than the header declares. A tiny
+    chunk can inflate ~250-fold (2 MiB to 512 MiB), so the size is checked while decompressing,
+    never after: a decompression bomb costs the server no more memory than an honest chunk."""
+    decompressor = lz4.frame.LZ4FrameDecompressor()
+    data = decompressor.decompress(bytes(payload), max_length=record.uncompressed_size + 1)
+    if len(data) > record.uncompressed_size:
+        raise XetFormatError(f"chunk at offset {record.offset} inflates to more than the "
+                             f"{record.uncompressed_size} bytes its header declares")
+    if not decompressor.eof:
+        raise XetFormatError(f"corrupt chunk at offset {record.offset}: truncated LZ4 frame")
+    return data
+
+
 def decode_chunk(record: ChunkRecord, payload: bytes) -> bytes:
     try:
         if record.scheme == COMPRESSION_NONE:
             data = payload
         elif record.scheme == COMPRESSION_LZ4:
-            data = lz4.frame.decompress(bytes(payload))
+            data = _lz4_decompress(record, payload)
         else:
-            data = _bg4_regroup(lz4.frame.decompress(bytes(payload)))
+            data = _bg4_regroup(_lz4_decompress(record, payload))
     except RuntimeError as error:  # what the lz4 package raises for a corrupt frame
         raise XetFormatError(f"corrupt chunk at offset {record.offset}: {error}") from None
     if len(data) != record.uncompressed_size:

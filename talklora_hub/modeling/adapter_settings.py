@@ -6,6 +6,8 @@ Part of the bundle that travels inside every saved model: standard library only.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 import warnings
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -55,6 +57,41 @@ FUSED_QKV_TYPES = ("gpt2", "phi3")
 def config_error(argument: str, rule: str, value: Any, fix: str) -> ValueError:
     """The one shape of every configuration error: argument, rule, received value, fix."""
     return ValueError(f"`{argument}` {rule}, got {value!r}. Fix: {fix}")
+
+
+def _type_name(kind) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+
+
+def _matches_type(value: Any, kind) -> bool:
+    """Whether value (as read from JSON or given in Python) fits a field annotation of AdapterSettings."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any:
+        return True
+    if origin is Union:
+        return any(_matches_type(value, option) for option in args)
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is str:
+        return isinstance(value, str)
+    if origin in (list, List):
+        return isinstance(value, (list, tuple)) and all(_matches_type(v, args[0]) for v in value)
+    if origin in (dict, Dict):
+        return isinstance(value, dict) and all(_matches_type(k, args[0]) and _matches_type(v, args[1])
+                                               for k, v in value.items())
+    return isinstance(value, kind)
+
+
+def check_type(name: str, value: Any, kind) -> None:
+    if not _matches_type(value, kind):
+        raise config_error(name, f"must be of type {_type_name(kind)}", value,
+                           f"give {name} a value of that type (see AdapterSettings' docstring).")
 
 
 @dataclasses.dataclass
@@ -115,6 +152,8 @@ class AdapterSettings:
     talk_trainable: bool = True
 
     def __post_init__(self):
+        for field in dataclasses.fields(self):  # types first: the rules below compare and hash the values
+            check_type(field.name, getattr(self, field.name), _FIELD_TYPES[field.name])
         if self.num_experts is None and self.method in DEFAULT_NUM_EXPERTS:
             self.num_experts = DEFAULT_NUM_EXPERTS[self.method]
         if self.share_expert_banks is None:
@@ -314,3 +353,6 @@ def ttlora_paper_settings(model_config: Any, **overrides: Any) -> AdapterSetting
                     v_name: _paper_layer_factors(hidden, kv_heads * head_dim)})
     values.update(overrides)
     return AdapterSettings(**values)
+
+
+_FIELD_TYPES = typing.get_type_hints(AdapterSettings)

@@ -267,6 +267,18 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
                 "equals it. Save the full model with save_pretrained instead.")
         return merge_adapters(self.inner_model)
 
+    def load_adapter(self, peft_model_id=None, *args, **kwargs):
+        """transformers' PEFT integration wraps plain linear layers; this model's already hold a talklora_hub adapter."""
+        raise ValueError(
+            f"`load_adapter` adds a PEFT adapter to a plain transformers model, but this {type(self).__name__} already "
+            f"carries a talklora_hub {self.adapter_settings.method} adapter in its linear layers, got "
+            f"peft_model_id={peft_model_id!r}. Fix: import the PEFT LoRA as a talklora_hub model with "
+            "talklora_hub.publish.peft_interop.import_peft(PEFT_DIR, base=BASE) (shell: talklora-hub peft import "
+            "PEFT_DIR OUT_DIR --base BASE), or call load_adapter on the plain base model.")
+
+    def add_adapter(self, *args, **kwargs):
+        self.load_adapter(kwargs.get("adapter_name"))
+
     # ---- routing --------------------------------------------------------------------------
     def routed_module_names(self) -> List[str]:
         """Dotted names of the token-routed adapter layers, in module order."""

@@ -1,13 +1,19 @@
 """Model cards: rendered from the Jinja2 templates in talklora_hub/publish/templates/, with YAML metadata that
 huggingface_hub's ModelCard parses (library, base model, pipeline, tags, datasets, license,
 model-index), and a routing picture where the model routes.
+
+What a card shows never depends on this machine: `base_model:` is a Hub repo id or absent (a local base
+is named by its folder name only), the Training table holds figures, not paths. Each metric comes with
+its sample size (not listed as a metric) and, for proportions, a 95% Wilson interval; a classification
+task also shows the majority-class baseline on the same examples, its prompt template and its labels.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
+import re
+from pathlib import Path, PurePath
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -15,10 +21,13 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ..analysis.routing_stats import balance_summary, layer_load_matrix
+from ..data.metrics import majority_baseline, wilson_interval
 
 # Inside the package (package-data), so a pip-installed talklora_hub renders cards too.
 TEMPLATES = Path(os.environ.get("TALKLORA_CARD_TEMPLATES", Path(__file__).resolve().parent / "templates"))
 PIPELINES = {"causal": "text-generation", "seqcls": "text-classification", "bare": "feature-extraction"}
+AUTO_CLASSES = {"text-generation": "AutoModelForCausalLM", "text-classification": "AutoModelForSequenceClassification",
+                "feature-extraction": "AutoModel"}
 PROBE_TEXTS = ["The quick brown fox jumps over the lazy dog.",
                "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)",
                "Q: A shop sells 3 apples for 2 dollars. How much do 12 apples cost? A:"]
@@ -67,24 +76,57 @@ def routing_picture(routing: Dict[str, Any], path: Path) -> Path:
 
 
 def evaluation_rows(result: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Normalises a training result's evaluation to rows {task, split, metric, value, count, dataset}."""
+    """A result's evaluation as rows {task, split, metric, value, count, low, high, majority, dataset}: the
+    zoo's "evaluation" rows, or a talklora_hub.train result's metrics. The sample size is each row's count,
+    never a metric of its own; proportions get a 95% Wilson interval; classification tasks the majority-class
+    baseline on the same examples (from data.task_details)."""
     if not result:
         return []
     rows = result.get("evaluation")
     if isinstance(rows, list):
-        return [r for r in rows if isinstance(r.get("value"), (int, float)) and not math.isnan(r["value"])]
+        rows = [dict(r) for r in rows if isinstance(r.get("value"), (int, float)) and not math.isnan(r["value"])]
+    else:
+        rows = _metric_rows(result)
+    details = (result.get("data") or {}).get("task_details") or {}
+    for row in rows:
+        _add_interval(row)
+        row.setdefault("majority", _majority(details.get(row["task"])) if row["metric"] == "accuracy" else None)
+    return rows
+
+
+def _metric_rows(result: Dict[str, Any]) -> List[Dict[str, Any]]:
+    split = (result.get("data") or {}).get("eval_split")
     rows = []
     for task, metrics in (result.get("metrics") or {}).items():
+        count = metrics.get("n", metrics.get("count", metrics.get("examples", "")))
         for metric, value in metrics.items():
-            if isinstance(value, (int, float)) and metric not in ("count", "examples"):
-                rows.append({"task": task, "split": metrics.get("split", "test"), "metric": metric, "value": value,
-                             "count": metrics.get("count", metrics.get("examples", "")), "dataset": None})
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and metric not in _NOT_METRICS:
+                rows.append({"task": task, "split": split or metrics.get("split", "test"), "metric": metric,
+                             "value": value, "count": count, "dataset": None})
     return rows
+
+
+def _add_interval(row: Dict[str, Any]) -> None:
+    """low/high: the 95% Wilson interval of a proportion metric scored on `count` examples."""
+    count = row.get("count")
+    if row.get("low") is not None or row["metric"] not in _PROPORTIONS or not isinstance(count, int) or count <= 0:
+        row.setdefault("low", None)
+        row.setdefault("high", None)
+        return
+    row["low"], row["high"] = wilson_interval(min(count, max(0, round(row["value"] * count))), count)
+
+
+def _majority(facts: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    if not facts or facts.get("kind") != "classification":
+        return None
+    baseline = majority_baseline(facts["train_label_counts"], facts["eval_label_counts"])
+    return {**baseline, "label_name": facts["label_names"][baseline["label"]]} if baseline else None
 
 
 def card_data(kind: str, model_type_head: str, method: str, base_repo: Optional[str], result: Optional[Dict[str, Any]],
               repo_id: str, license: str = "apache-2.0") -> ModelCardData:
     rows = [r for r in evaluation_rows(result) if r.get("model_index", True)]
+    base_repo = hub_base_id(base_repo, result)
     evals = [EvalResult(task_type=PIPELINES.get(model_type_head, "text-generation"), dataset_type=r.get("dataset") or r["task"],
                         dataset_name=r["task"], dataset_split=r.get("split"), metric_type=r["metric"],
                         metric_value=float(r["value"])) for r in rows]
@@ -96,16 +138,18 @@ def card_data(kind: str, model_type_head: str, method: str, base_repo: Optional[
         library_name="transformers" if kind == "model" else "talklora_hub",
         base_model=base_repo, pipeline_tag=PIPELINES.get(model_type_head, "text-generation"), tags=tags,
         datasets=datasets, license=license, model_name=repo_id, eval_results=evals or None,
-        base_model_relation="finetune" if kind == "model" else "adapter")
+        base_model_relation=None if base_repo is None else "finetune" if kind == "model" else "adapter")
 
 
 def render_card(kind: str, **context: Any) -> str:
     """Renders templates/{kind}.md.j2 and checks huggingface_hub parses it back."""
     environment = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
                               keep_trailing_newline=True)
-    context = {"picture": None, "routing": None, "training": None, "evaluation": [],
+    context = {"picture": None, "routing": None, "training": None, "evaluation": [], "tasks": [],
                "routing_note": "This adapter does not route per token.", "output_router_logits": False,
                "comparison": None, **context}
+    pipeline = getattr(context["card_data"], "pipeline_tag", None)
+    context.setdefault("auto_class", AUTO_CLASSES.get(pipeline, "AutoModelForCausalLM"))
     context["card_data"] = context["card_data"].to_yaml()
     text = environment.get_template(f"{kind}.md.j2").render(**context)
     ModelCard(text)  # raises if the metadata does not parse
@@ -120,3 +164,140 @@ def adapter_rows(adapter: Dict[str, Any], targets: Optional[List[str]] = None) -
     if adapter.get("method") == "ttlora":
         keep = ("method", "num_experts", "tt_rank", "tt_alpha", "tt_factors", "target_modules", "lora_dropout")
     return [(k, adapter.get(k)) for k in keep]
+
+
+# ---- what a card says about the base, the training and the tasks (no local paths) ---------------------
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+_PROPORTIONS = ("accuracy", "exact_match", "exact_match_final_number")
+_NOT_METRICS = {"n", "count", "examples", "correct", "low", "high", "split"}
+
+
+def is_hub_id(value) -> bool:
+    """A Hub repo id ('owner/name' or 'name') and not a path that exists on this machine."""
+    if not isinstance(value, str) or not _HUB_ID.fullmatch(value) or ".." in value or "--" in value:
+        return False
+    return not Path(value).exists()
+
+
+def _config(result: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    return (result or {}).get("config") or {}
+
+
+def _bootstrap_name(base: Optional[str], result: Optional[Dict[str, Any]]) -> Optional[str]:
+    """The bootstrapped base (talklora_hub.data.base_models) a run used, by its name or its folder's record."""
+    from ..data.base_models import HUB_REPO_IDS, RECORD_NAME
+
+    named = _config(result).get("base")
+    if named in HUB_REPO_IDS:
+        return named
+    if base and (Path(base) / RECORD_NAME).is_file() and PurePath(base).name in HUB_REPO_IDS:
+        return PurePath(base).name
+    return None
+
+
+def hub_base_id(base: Optional[str], result: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """The base model's Hub repo id for the card's `base_model:`, or None (a local folder with no recorded id).
+
+    In order: the run's base_repo_id (--base-repo-id); `base` (the model config's base_model_name_or_path) or the
+    run's --base when it is a Hub id; the Hub repo of a bootstrapped base (data.base_models.HUB_REPO_IDS)."""
+    from ..data.base_models import HUB_REPO_IDS
+
+    recorded = _config(result).get("base_repo_id")
+    if recorded:
+        return recorded
+    for candidate in (base, _config(result).get("base")):
+        if is_hub_id(candidate) and candidate not in HUB_REPO_IDS:
+            return candidate
+    name = _bootstrap_name(base, result)
+    return HUB_REPO_IDS[name][0] if name else None
+
+
+def base_label(base: Optional[str], result: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """How the card's text names the base: `repo/id`, with how a bootstrapped copy relates to it, or a local
+    folder by its folder name only."""
+    from ..data.base_models import HUB_REPO_IDS
+
+    repo = hub_base_id(base, result)
+    name = _bootstrap_name(base, result)
+    if repo and name and not _config(result).get("base_repo_id"):
+        return f"`{repo}` ({HUB_REPO_IDS[name][1]})"
+    if repo:
+        return f"`{repo}`"
+    if base:
+        return f"a local folder `{PurePath(str(base).rstrip('/')).name}`"
+    return None
+
+
+def _local(value) -> bool:
+    return isinstance(value, str) and (os.path.isabs(value) or value.startswith(("./", "../", "~")))
+
+
+def training_rows(result: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The card's Training table: a result's own "training" rows (the zoo's), else the figures of a
+    talklora_hub.train result (learning rate, batch size, sequence length, steps, ...). Local paths are left out."""
+    if not result:
+        return None
+    if result.get("training"):
+        rows = result["training"]
+    elif result.get("config"):
+        rows = _train_result_rows(result)
+    else:
+        rows = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
+    return {k: v for k, v in rows.items() if v is not None and not _local(v)} or None
+
+
+def _train_result_rows(result: Dict[str, Any]) -> Dict[str, Any]:
+    config, data, timing = result["config"], result.get("data") or {}, result.get("timing") or {}
+    processes = timing.get("num_processes") or 1
+    per_step = config["batch_size"] * config.get("grad_accum", 1) * processes
+    batch = str(config["batch_size"])
+    if per_step != config["batch_size"]:
+        batch += f" x {config.get('grad_accum', 1)} accumulated x {processes} processes = {per_step} per step"
+    train_examples = sum((data.get("train") or {}).values())
+    return {
+        "tasks": ", ".join(data.get("tasks") or config.get("tasks") or []),
+        "training data": _data_source(config),
+        "base model": base_label(result.get("base"), result),
+        "head": result.get("head"),
+        "learning rate": config["lr"],
+        "schedule": f"{config.get('lr_scheduler')}, warm-up {config.get('warmup_ratio', 0):.0%} of the steps",
+        "batch size": batch,
+        "sequence length (tokens)": config["max_length"],
+        "steps": result.get("steps"),
+        "training examples": train_examples or None,
+        "epochs (approx.)": round(result["steps"] * per_step / train_examples, 2) if train_examples and result.get("steps") else None,
+        "weight decay": config.get("weight_decay") or None,
+        "seed": config.get("seed"),
+        "precision": "bf16 autocast" if timing.get("mixed_precision") == "bf16" else "fp32",
+        "train time (s)": timing.get("train_seconds"),
+        "tokens / s": timing.get("tokens_per_second"),
+    }
+
+
+def _data_source(config: Dict[str, Any]) -> Optional[str]:
+    """Own data by file or dataset name only (never its folder): 'data.csv (sentence -> topic)'."""
+    if config.get("train_file"):
+        files = [PurePath(config[key]).name for key in ("train_file", "validation_file", "test_file") if config.get(key)]
+        source = " + ".join(f"`{name}`" for name in files)
+    elif config.get("dataset"):
+        dataset = config["dataset"]
+        source = f"`{dataset}`" if is_hub_id(dataset) else f"a local dataset `{PurePath(dataset.rstrip('/')).name}`"
+    else:
+        return None
+    target = config.get("label_column") or config.get("answer_column") or "label"
+    return f"{source} (column `{config.get('text_column', 'text')}` -> `{target}`)"
+
+
+def task_rows(result: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The card's Task section, one entry per task: kind, prompt template, how the model reads it, and the
+    labels with their answer words and example counts (from the result's data.task_details)."""
+    details = ((result or {}).get("data") or {}).get("task_details") or {}
+    encoder_text = (result or {}).get("head") == "classification" and len(details) == 1
+    out = []
+    for name, facts in details.items():
+        labels = [{"name": label, "answer": facts["verbalizers"][i], "train": facts["train_label_counts"][i],
+                   "eval": facts["eval_label_counts"][i]} for i, label in enumerate(facts.get("label_names") or [])]
+        out.append({"task": name, "kind": facts["kind"], "metric": facts["metric"], "template": facts["template"],
+                    "labels": labels, "reads": "the text alone (the classification head scores the labels; the "
+                    "template is not used)" if encoder_text else "the prompt template below"})
+    return out

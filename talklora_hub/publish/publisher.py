@@ -9,6 +9,8 @@ with its model card, in one commit, followed by an update of the zoo index.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -80,11 +82,17 @@ def _finish(folder: Path, repo_id: str, repo_type: str, message: str, private: b
 
 def publish_model(model, tokenizer, repo_id: str, result: Optional[Dict[str, Any]] = None, private: bool = False,
                   api: Optional[HfApi] = None, zoo_repo: Optional[str] = None, license: str = "apache-2.0",
-                  task: Optional[str] = None) -> PushResult:
-    """A full model (base + adapter) that loads with one from_pretrained(..., trust_remote_code=True)."""
+                  task: Optional[str] = None, adapter_only: Optional[bool] = None) -> PushResult:
+    """A model that loads with one from_pretrained(..., trust_remote_code=True).
+
+    adapter_only: None (default) publishes only the adapter (a few MB) when the base is named by a Hub repo id and
+    commit, so loading fetches and checks that base; otherwise (a base from a local folder) the full model.
+    True insists on adapter-only (an error without a pinned base), False always uploads the full model."""
+    if adapter_only is None:
+        adapter_only = has_pinned_base(model)
     folder = Path(tempfile.mkdtemp(prefix="talklora-publish-"))
     try:
-        model.save_pretrained(folder / "repo")
+        model.save_pretrained(folder / "repo", adapter_only=adapter_only)
         repo = folder / "repo"
         if tokenizer is not None:
             tokenizer.save_pretrained(repo)
@@ -93,6 +101,9 @@ def publish_model(model, tokenizer, repo_id: str, result: Optional[Dict[str, Any
         routing, picture = _write_routing(model, tokenizer, repo)
         head = head_of(model)
         context = _common_context(model, repo_id, result, routing, picture)
+        weights = sum(f.stat().st_size for f in repo.glob("*.safetensors"))
+        context.update(adapter_only=adapter_only, size_human=_size_human(weights),
+                       base_repo=model.config.base_model_name_or_path, base_revision=model.config.base_model_revision)
         context.update(title=repo_id.split("/")[-1], summary=_summary("model", model, task, result),
                        output_router_logits=model.adapter_settings.is_routed,
                        card_data=card_data("model", head, model.adapter_settings.method,
@@ -106,6 +117,13 @@ def publish_model(model, tokenizer, repo_id: str, result: Optional[Dict[str, Any
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
+
+
+def has_pinned_base(model) -> bool:
+    """Whether the model's base is named by a Hub repo id and a commit sha (what an adapter-only repo needs)."""
+    name, revision = model.config.base_model_name_or_path, model.config.base_model_revision
+    return bool(name and revision and not os.path.exists(str(name)) and name.count("/") == 1
+                and re.fullmatch(r"[0-9a-f]{40}", str(revision)))
 
 
 def publish_result(result, repo_id: str, **kwargs) -> PushResult:

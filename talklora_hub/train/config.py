@@ -7,7 +7,8 @@ AdapterSettings' fields by their own names and builds `adapter` from them.
 
 Every error names the argument, the rule, the value received and the fix (the same shape as the
 adapter settings' errors), so a typo on the command line fails in a second, not after loading 135M
-parameters.
+parameters. The user's own data (train_file / dataset) are read and checked in __post_init__, after these
+rules and still before any model is loaded (talklora_hub.data.own_data).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from ..data.own_data import OwnData, check_arguments
 from ..modeling.adapter_settings import AdapterSettings, config_error
 
 HEADS = ("auto", "causal", "classification")
@@ -30,7 +32,12 @@ EVAL_SPLITS = ("train", "validation", "test")
 # Fields that do not change what is computed: a resumed run may differ in these.
 _NOT_FINGERPRINTED = {"cpu", "output", "resume", "stop_after", "eval_only", "progress", "save_every",
                       "keep_checkpoints", "log_every", "max_eval_examples", "eval_split", "eval_batch_size",
-                      "max_new_tokens", "cache_dir"}
+                      "max_new_tokens", "cache_dir", "base_repo_id"}
+# The user's-data fields: left out of the fingerprint while at their defaults, so runs from before they
+# existed still resume.
+# {TrainConfig field: OwnData field}; task_name is TrainConfig's own method, so the field is own_task_name.
+OWN_DATA_FIELDS = {("own_task_name" if f.name == "task_name" else f.name): f.name for f in dataclasses.fields(OwnData)}
+_OWN_DATA_DEFAULTS = {name: OwnData.__dataclass_fields__[own].default for name, own in OWN_DATA_FIELDS.items()}
 
 ADAPTER_FIELDS = tuple(f.name for f in dataclasses.fields(AdapterSettings))
 
@@ -77,6 +84,14 @@ class TrainConfig:
         "all-minilm-l6-v2"). tokenizer: its folder/id when it differs from base.
     tasks: task names and/or (name, DatasetDict) pairs (e.g. from load_task_from_dataset); a
         comma-separated string is split. Several tasks are mixed with talklora_hub.data.mix_tasks.
+    train_file (with optional validation_file, test_file) or dataset: your own data, a .csv/.tsv/.json/
+        .jsonl/.parquet file or a datasets name or save_to_disk folder, read by text_column and label_column
+        (or answer_column; by default the columns "label", else "answer") into a task named own_task_name
+        (default: the file's stem), prompted with template (default: "Classify the text as {choices}...").
+        It is read and checked here, in __post_init__ (talklora_hub.data.own_data), so every data error comes
+        before any model is loaded; the task joins `tasks` as a (name, DatasetDict) pair.
+    base_repo_id: the Hub repo id of the base when `base` is a local folder (for the model card's
+        base_model; a card never shows a local path).
     adapter: the AdapterSettings to train (method, r, num_experts, num_experts_per_tok, lora_dropout,
         target_modules, ...). Its fields may instead be passed flat, by AdapterSettings' names:
         TrainConfig(method="lora", r=8, ...) is TrainConfig(adapter=AdapterSettings(method="lora", r=8), ...).
@@ -144,6 +159,16 @@ class TrainConfig:
     route_by: str = "router"
     progress: bool = True
     cache_dir: Optional[str] = None
+    train_file: Optional[str] = None
+    validation_file: Optional[str] = None
+    test_file: Optional[str] = None
+    dataset: Optional[str] = None
+    text_column: str = "text"
+    label_column: Optional[str] = None
+    answer_column: Optional[str] = None
+    own_task_name: Optional[str] = None
+    template: Optional[str] = None
+    base_repo_id: Optional[str] = None
 
     def __post_init__(self):
         if isinstance(self.tasks, str):
@@ -154,7 +179,12 @@ class TrainConfig:
             self.output = os.fspath(self.output)
         if isinstance(self.resume, os.PathLike):
             self.resume = os.fspath(self.resume)
+        for name in ("train_file", "validation_file", "test_file", "dataset"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
         self.validate()
+        if self.own_data.given:
+            self._add_own_task()
 
     # ---- validation ---------------------------------------------------------------------------
     def validate(self) -> None:
@@ -174,9 +204,10 @@ class TrainConfig:
                                "stop earlier, or raise max_steps.")
 
     def _validate_tasks(self) -> None:
-        if not self.tasks:
-            raise config_error("tasks", "must name at least one task", self.tasks,
-                               "pass e.g. tasks=['spam'] or --task spam,gsm8k.")
+        check_arguments(self.own_data)  # the user's-data arguments among themselves; nothing is read yet
+        if not self.tasks and not self.own_data.given:
+            raise config_error("tasks", "must name at least one task (or your own data: train_file / dataset)",
+                               self.tasks, "pass e.g. tasks=['spam'] or --task spam,gsm8k, or --train-file data.csv.")
         for item in self.tasks:
             if not (isinstance(item, str) or (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str))):
                 raise config_error("tasks", "items must be task names or (name, DatasetDict) pairs", item,
@@ -248,7 +279,24 @@ class TrainConfig:
         if not self.router_ce_weight >= 0:
             raise config_error("router_ce_weight", "must be >= 0", self.router_ce_weight, "use 21 (the paper's weight).")
 
+    def _add_own_task(self) -> None:
+        """Reads and checks the user's data (ValueErrors naming --train-file, --text-column, ...) and adds it
+        to `tasks` as a (name, DatasetDict) pair, replacing an earlier copy (dataclasses.replace)."""
+        from ..data.own_data import load_own_task
+
+        name, splits = load_own_task(self.own_data)
+        self.tasks = [item for item in self.tasks if not (isinstance(item, tuple) and item[0] == name)]
+        if name in self.task_names:
+            raise config_error("--task-name", "must differ from the names in --task (your data become a task of "
+                               "their own)", name, "pass --task-name with another name.")
+        self.tasks.append((name, splits))
+
     # ---- derived ------------------------------------------------------------------------------
+    @property
+    def own_data(self) -> OwnData:
+        """The user's-data fields as the data layer's OwnData."""
+        return OwnData(**{own: getattr(self, name) for name, own in OWN_DATA_FIELDS.items()})
+
     @staticmethod
     def task_name(item: TaskItem) -> str:
         return item if isinstance(item, str) else item[0]
@@ -279,5 +327,6 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """A hash of the fields that define the computation (every adapter setting included); a resume
         must match it."""
-        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
+        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED
+                  and not (k in _OWN_DATA_DEFAULTS and v == _OWN_DATA_DEFAULTS[k])}
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]

@@ -39,8 +39,9 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling import TalkLoRAForCausalLM, TalkLoRAForSequenceClassification
+from ..data.spec import describe_tasks
 from ..modeling.adapter_settings import config_error
-from . import checkpoint as ckpt
+from . import checkpoint as ckpt, processes
 from ..modeling.compose import compose_ttlora_moe, freeze_experts, load_expert, sequence_routing_args
 from .config import TrainConfig
 from .data import BatchPlan, LazyEncoded, TaskData, collate, pad_id, resolve_tasks
@@ -147,10 +148,7 @@ def make_accelerator(cfg: TrainConfig, find_unused: bool):
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.state import AcceleratorState
 
-    # Under a bare `torchrun` on a machine without a GPU, accelerate needs cpu=True to set up gloo DDP
-    # (`accelerate launch --cpu` says so through ACCELERATE_USE_CPU).
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    cpu = cfg.cpu or (launched and not torch.cuda.is_available())
+    cpu = processes.use_cpu(cfg.cpu)  # a launcher's N processes on a machine without a GPU: gloo DDP
     precision, note = bf16_plan(cfg.bf16, on_cpu=cpu or not torch.cuda.is_available())
     kwargs = dict(mixed_precision=precision, cpu=cpu,
                   kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)])
@@ -163,6 +161,8 @@ def make_accelerator(cfg: TrainConfig, find_unused: bool):
             raise
         AcceleratorState._reset_state(reset_partial_state=False)
         accelerator = Accelerator(**kwargs)
+    if alone := processes.fell_back_to_one_process(accelerator.num_processes):
+        warnings.warn(alone, RuntimeWarning)  # the launcher meant several processes, this one trains alone
     accelerator.bf16_note = note
     return accelerator
 
@@ -216,9 +216,14 @@ def build_model(cfg: TrainConfig, base_path: str, head: str, data: TaskData):
         if not names:
             raise config_error("tasks", "must include a classification task (with a 'label' column) for a "
                                "classification head", data.names, "pick classification tasks for an encoder base.")
-        return TalkLoRAForSequenceClassification.from_base(
-            base_path, settings, dtype=torch.float32, num_labels=len(names),
-            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+        id2label, label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
+        # ignore_mismatched_sizes: a base that is already a classifier with another number of labels gets a fresh head.
+        model = TalkLoRAForSequenceClassification.from_base(
+            base_path, settings, dtype=torch.float32, num_labels=len(names), id2label=id2label, label2id=label2id,
+            ignore_mismatched_sizes=True)
+        # The base's config gets them from from_pretrained; the saved (top-level) config must carry them too.
+        model.config.id2label, model.config.label2id = id2label, label2id
+        return model
     return TalkLoRAForCausalLM.from_base(base_path, settings, dtype=torch.float32)
 
 
@@ -501,7 +506,8 @@ def make_result(run: Run, totals: Dict[str, int], metrics: Dict[str, Any], route
         adapter_settings=run.inner.adapter_settings.to_dict(),
         data={"tasks": data.names, "kinds": data.kinds, "train": _count(data.splits["train"], data.names),
               "eval": _count(eval_rows, data.names), "eval_split": cfg.eval_split,
-              "train_examples_tokenized": len(run.encoded.cache)},
+              "train_examples_tokenized": len(run.encoded.cache),
+              "task_details": describe_tasks(data.specs, data.splits, cfg.eval_split)},
         timing=timing, losses=state["losses"], steps=state["step"], total_steps=run.total_steps,
         stopped_early=_stopped_early(run), head=run.head, base=run.base_path, output_dir=cfg.output,
         checkpoint=str(checkpoint) if checkpoint else None,

@@ -50,7 +50,7 @@ def api(hub):
 @pytest.fixture
 def repo_name(request):
     """A repo name unique to the test (all tests share the session hub)."""
-    base = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:60]
+    base = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:60].strip("-")
     return f"{base}-{next(_counter)}"
 
 

@@ -7,15 +7,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import struct
 
 import httpx
 import pytest
 from huggingface_hub import HfApi, hf_hub_download
 
-from hub_test_utils import auth, commit_lfs, lfs_batch, object_path
-
-from talklora_hub.localhub.xet import SHARD_HEADER_TAG, hex_to_hash
+from hub_test_utils import auth, commit_lfs, lfs_batch, object_path, xet_shard, xorb_of
 
 
 def test_xet_upload_of_large_file(hub, api, repo_id, tmp_path):
@@ -94,25 +91,11 @@ def test_lfs_objects_are_not_shared_by_knowing_the_hash(hub, api, repo_id):
 
 
 def _xorb(chunks: list[bytes]) -> bytes:
-    return b"".join(bytes([0]) + len(c).to_bytes(3, "little") + bytes([0]) + len(c).to_bytes(3, "little") + c
-                    for c in chunks)
+    return xorb_of(chunks)
 
 
 def _shard(xorb_hash: str, chunks: list[bytes], declared_sha256: str) -> bytes:
-    """A shard announcing one file made of all chunks of one xorb (layout from the Xet spec)."""
-    bookend = b"\xff" * 32 + b"\0" * 16
-    total = sum(len(c) for c in chunks)
-    out = SHARD_HEADER_TAG + struct.pack("<QQ", 2, 0)
-    out += os.urandom(32) + struct.pack("<II", 1 << 30, 1) + b"\0" * 8           # file: metadata ext flag
-    out += hex_to_hash(xorb_hash) + struct.pack("<IIII", 0, total, 0, len(chunks))
-    out += hex_to_hash(declared_sha256) + b"\0" * 16
-    out += bookend
-    out += hex_to_hash(xorb_hash) + struct.pack("<IIII", 0, len(chunks), total, 0)
-    offset = 0
-    for chunk in chunks:
-        out += os.urandom(32) + struct.pack("<II", offset, len(chunk)) + b"\0" * 8
-        offset += 8 + len(chunk)
-    return out + bookend
+    return xet_shard(xorb_hash, [(len(c), len(c)) for c in chunks], declared_sha256)
 
 
 def test_xet_shard_content_is_verified(hub, api, repo_id):

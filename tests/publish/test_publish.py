@@ -35,13 +35,17 @@ def wrapped(base_repo, method="talklora", seed=0, **settings):
     return model.eval()
 
 
-def test_full_model_publishes_with_card_and_loads_by_repo_id_in_fresh_interpreter(hub, base_repo, ids, tmp_path):
+@pytest.mark.parametrize("adapter_only", [False, None], ids=["full", "adapter-only-by-default"])
+def test_full_model_publishes_with_card_and_loads_by_repo_id_in_fresh_interpreter(hub, base_repo, ids, tmp_path,
+                                                                                 adapter_only):
     model = wrapped(base_repo)
-    pushed = publish_model(model, None, "user/talk-full", result=RESULT, api=hub.api())
-    files = set(hub.api().list_repo_files("user/talk-full"))
-    assert {"config.json", "model.safetensors", "modeling_talklora.py", "README.md", "routing.png",
-            "train_result.json"} <= files
-    card = ModelCard.load("user/talk-full")
+    repo = "user/talk-full" if adapter_only is False else "user/talk-adapter"
+    pushed = publish_model(model, None, repo, result=RESULT, api=hub.api(), adapter_only=adapter_only)
+    files = set(hub.api().list_repo_files(repo))
+    weights = "model.safetensors" if adapter_only is False else "adapter_model.safetensors"
+    assert {"config.json", weights, "modeling_talklora.py", "README.md", "routing.png", "train_result.json"} <= files
+    assert ("adapter_model.safetensors" in files) == (adapter_only is None)  # a pinned base: adapter-only by default
+    card = ModelCard.load(repo)
     assert card.data.base_model == "user/tiny-llama" and card.data.library_name == "transformers"
     assert {"talklora", "mixture-of-experts", "lora", "custom_code"} <= set(card.data.tags)
     assert card.data.pipeline_tag == "text-generation" and card.data.license == "apache-2.0"
@@ -53,7 +57,7 @@ def test_full_model_publishes_with_card_and_loads_by_repo_id_in_fresh_interprete
     loader = LOADER.replace('ids = torch.load(path + "/inputs.pt")', f'ids = torch.load({str(tmp_path / "inputs.pt")!r})')
     env = {**os.environ, **hub.env(), "HF_HOME": str(tmp_path / "hf"), "HF_MODULES_CACHE": str(tmp_path / "mods")}
     out = tmp_path / "out.pt"
-    done = subprocess.run([sys.executable, "-c", loader, "user/talk-full", "AutoModelForCausalLM", "float32", str(out)],
+    done = subprocess.run([sys.executable, "-c", loader, repo, "AutoModelForCausalLM", "float32", str(out)],
                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     with torch.no_grad():
