@@ -110,7 +110,8 @@ class AdaptedLinear(nn.Module):
         # The same parameter objects as the base module's (not copies), under the base's names.
         self.weight = base.weight
         self.bias = base.bias
-        self.__dict__["base_layer"] = base  # a plain attribute: its tensors are registered above, once
+        # A plain attribute (its tensors are registered above, once), kept only where its own forward is needed.
+        self.__dict__["base_layer"] = base if self.quantized else None
         self.module_name = name
         self.layer_index = layer_index_of(name)
         self.settings = settings
@@ -171,6 +172,15 @@ class AdaptedLinear(nn.Module):
         value = compute()
         store[name] = (key, value)
         return value
+
+    def down_and_router(self, x: torch.Tensor, router_rows, *router_tensors: torch.Tensor):
+        """Inferring, for adapters with a down-projection lora_A (r, D_in) whose router is linear in x: one matmul
+        with the cached [A; router_rows()] ((r + E), D_in) gives the code z (N, r) and the router logits (N, E)
+        together, instead of one matmul each (equal up to float rounding)."""
+        fused = self.cached("down_and_router", (self.lora_A,) + router_tensors,
+                            lambda: torch.cat([self.lora_A, router_rows()]))
+        both = F.linear(x, fused)
+        return both[:, :self.settings.r], both[:, self.settings.r:]
 
     def _apply(self, fn, *args, **kwargs):
         self.__dict__.pop("_inference_cache", None)

@@ -43,14 +43,10 @@ class MoELoRALinear(AdaptedLinear):
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
         inputs = self.input_dropout(flat)
-        z = None
-        if self.inferring and self.top_k is None:
-            # One matmul for the code and the router, both reading x: [A; R] (r + E, D_in), cached.
-            fused = self.cached("down_and_router", (self.lora_A, self.router_weight),
-                                lambda: torch.cat([self.lora_A, self.router_weight]))
-            both = F.linear(flat, fused)
-            z, logits = both[:, :self.settings.r], both[:, self.settings.r:]
+        if self.inferring and self.top_k is None:  # dense: the code and the router both read x, one matmul
+            z, logits = self.down_and_router(flat, lambda: self.router_weight, self.router_weight)
         else:
+            z = None  # computed below: per expert with top-k, after the input dropout when dense
             logits = F.linear(jitter(flat, self.settings.router_jitter_noise, self.training), self.router_weight)
         probs, weights, top_idx = route(logits, self.top_k)
         self.shared.recorder.report(self.module_name, self.layer_index, lead, logits, probs, weights, top_idx)

@@ -31,19 +31,21 @@ def adapter_tensor_names(model: nn.Module, trained_prefixes: Sequence[str]) -> L
     """Full names (as in model.state_dict()) of the adapter's tensors, sorted.
 
     trained_prefixes: full names of base modules the adapter trains and carries (e.g. "base.classifier")."""
+    return _adapter_names(model, model.state_dict(keep_vars=True), trained_prefixes)
+
+
+def _adapter_names(model: nn.Module, state: Dict[str, torch.Tensor], trained_prefixes: Sequence[str]) -> List[str]:
     names = set()
     for layer_name, layer in adapter_layers(model).items():
         names.update(f"{layer_name}.{p}" for p in layer.adapter_parameter_names() + layer.adapter_buffer_names())
-    for name in model.state_dict():
-        if name.startswith(ADAPTER_ROOTS) or _under(name, trained_prefixes):
-            names.add(name)
+    names.update(n for n in state if n.startswith(ADAPTER_ROOTS) or _under(n, trained_prefixes))
     return sorted(names)
 
 
 def adapter_state_dict(model: nn.Module, trained_prefixes: Sequence[str]) -> Dict[str, torch.Tensor]:
     """{full name: detached tensor} of the adapter (see adapter_tensor_names)."""
     state = model.state_dict(keep_vars=True)
-    return {name: state[name].detach() for name in adapter_tensor_names(model, trained_prefixes)}
+    return {name: state[name].detach() for name in _adapter_names(model, state, trained_prefixes)}
 
 
 def set_adapter_trainable(model: nn.Module, trainable: bool, trained_prefixes: Sequence[str]) -> None:

@@ -73,13 +73,10 @@ class TalkLoRALinear(AdaptedLinear):
         """x: (N, D_in) -> (z (N, r), router logits (N, E)).
 
         Inferring, one matmul gives both: [A; R_eff A] (r + E, D_in) is cached, so a decoding token costs one
-        down-projection instead of a down-projection, a router and the folds (equal up to float rounding, since
-        (R_eff A) x is summed in another order than R_eff (A x))."""
+        down-projection instead of a down-projection, a router and the folds ((R_eff A) x is summed in another
+        order than R_eff (A x): equal up to float rounding)."""
         if self.inferring:  # dropout and jitter are off in eval mode
-            fused = self.cached("down_and_router", (self.lora_A, self.router_weight, self.talk),
-                                lambda: torch.cat([self.lora_A, self.folded_router() @ self.lora_A]))
-            both = F.linear(x, fused)
-            return both[:, :self.settings.r], both[:, self.settings.r:]
+            return self.down_and_router(x, lambda: self.folded_router() @ self.lora_A, self.router_weight, self.talk)
         z = F.linear(self.input_dropout(x), self.lora_A)  # (N, r)
         return z, self.router_logits(jitter(z, self.settings.router_jitter_noise, self.training))
 

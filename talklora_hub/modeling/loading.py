@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -194,16 +196,55 @@ def corrupt_weights_error(path, kwargs: Dict[str, Any]) -> Optional[AdapterLoadE
                             "truncated or corrupt (an interrupted download or copy); download or save it again.")
 
 
-# ---- adapter-only folders ----------------------------------------------------------------------------
+# ---- adapter-only folders (and the expert files of talklora_hub.publish, which share these two steps) -------------
+def fetch_base(auto_class, repo_id: str, revision: str, fingerprint: Optional[str], source,
+               trained_modules: Optional[Sequence[str]] = None, error=AdapterLoadError, **load_kwargs):
+    """The base model an adapter names, at its commit, checked against the adapter's recorded weight fingerprint
+    (which leaves out trained_modules, the base modules the adapter trains and carries). source names the adapter
+    in the error; error is the exception class raised for a mismatch."""
+    from .fingerprint import base_fingerprint
+
+    base = auto_class.from_pretrained(repo_id, revision=revision, **load_kwargs)
+    found = base_fingerprint(base, trained_modules)
+    if fingerprint and found != fingerprint:
+        raise error(f"base {repo_id} at commit {revision} has weight fingerprint {found}, but {source} was trained on "
+                    f"{fingerprint}. Fix: attach it only to the base (repo and commit) it was trained on.")
+    return base
+
+
+def load_adapter_tensors(model, tensors: Dict[str, torch.Tensor], source, error=AdapterLoadError) -> None:
+    """Copies saved adapter tensors into a freshly wrapped model, strictly: the names must be exactly the model's
+    adapter (model.adapter_state_dict()) and every shape must match."""
+    expected = model.adapter_state_dict()
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise error(f"the adapter tensors of {source} do not fit the model: missing {missing[:5]}, unexpected "
+                    f"{unexpected[:5]}. Fix: attach it to a model built with the adapter settings it was saved with, "
+                    "or download or save it again.")
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise error(f"adapter tensor {name} of {source} has shape {tuple(tensor.shape)}, the model needs "
+                        f"{tuple(expected[name].shape)}. Fix: restore the adapter settings the tensors were saved "
+                        "with, or attach it to a base of the same architecture.")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            expected[name].copy_(tensor.to(expected[name].dtype))
+
+
+def has_pinned_base(config) -> bool:
+    """Whether a model's config names its base by a Hub repo id ("owner/name", not a local folder) and a commit sha:
+    what an adapter-only save needs to be loadable anywhere."""
+    name, revision = config.base_model_name_or_path, config.base_model_revision
+    return bool(name and revision and str(name).count("/") == 1 and not os.path.exists(str(name))
+                and re.fullmatch(r"[0-9a-f]{40}", str(revision)))
+
+
 def load_adapter_only(cls, path, config, kwargs: Dict[str, Any]):
     """A model from an adapter-only folder or repo: fetches the base named in config.json (repo id at its
     commit), checks its weight fingerprint, wraps it and loads the adapter tensors strictly."""
     from safetensors.torch import load_file
     from transformers.utils import cached_file
 
-    from .fingerprint import base_fingerprint
-
-    hub = hub_kwargs(kwargs)
     repo_id, revision = config.base_model_name_or_path, config.base_model_revision
     if not repo_id or not revision:
         raise config_error("base_model_name_or_path / base_model_revision", "in config.json of an adapter-only "
@@ -212,34 +253,17 @@ def load_adapter_only(cls, path, config, kwargs: Dict[str, Any]):
     load = {k: kwargs[k] for k in ("dtype", "torch_dtype", "device_map", "attn_implementation", "cache_dir",
                                   "token", "local_files_only", "force_download", "quantization_config")
             if kwargs.get(k) is not None}
-    base_config = copy.deepcopy(config.base_config)
+    source = f"the adapter-only model {path}"
     try:
-        base = cls.base_auto_class.from_pretrained(repo_id, revision=revision, config=base_config, **load)
+        base = fetch_base(cls.base_auto_class, repo_id, revision, config.base_model_fingerprint, source,
+                          config.adapter_settings.modules_to_save, config=copy.deepcopy(config.base_config), **load)
+    except AdapterLoadError:
+        raise
     except Exception as error:
         raise AdapterLoadError(
-            f"the adapter-only model {path} is attached to base {repo_id} at commit {revision}, which could not be "
-            f"loaded ({type(error).__name__}: {error}). Fix: make that repo and commit reachable (HF_ENDPOINT, a "
-            "token, or the cache), or load a full model.") from error
-    trained = list(config.adapter_settings.modules_to_save or ())
-    found = base_fingerprint(base, trained)
-    if config.base_model_fingerprint and found != config.base_model_fingerprint:
-        raise AdapterLoadError(
-            f"base {repo_id} at commit {revision} has weight fingerprint {found}, but the adapter in {path} was "
-            f"trained on {config.base_model_fingerprint}. Fix: point base_model_revision at the commit the adapter "
-            "was trained on; an adapter only fits its own base.")
+            f"{source} is attached to base {repo_id} at commit {revision}, which could not be loaded "
+            f"({type(error).__name__}: {error}). Fix: make that repo and commit reachable (HF_ENDPOINT, a token, or "
+            "the cache), or load a full model.") from error
     model = cls(config, base_model=base)
-    file = cached_file(str(path), ADAPTER_WEIGHTS, **hub)
-    tensors = load_file(file)
-    expected = model.adapter_state_dict()
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise AdapterLoadError(f"{ADAPTER_WEIGHTS} of {path} does not fit this model's adapter: missing "
-                               f"{missing[:5]}, unexpected {unexpected[:5]}. Fix: download or save it again.")
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            if tuple(tensor.shape) != tuple(expected[name].shape):
-                raise AdapterLoadError(f"adapter tensor {name} in {path} has shape {tuple(tensor.shape)}, the model "
-                                       f"builds {tuple(expected[name].shape)}. Fix: restore config.json's adapter "
-                                       "settings to those the tensors were saved with.")
-            expected[name].copy_(tensor.to(expected[name].dtype))
+    load_adapter_tensors(model, load_file(cached_file(str(path), ADAPTER_WEIGHTS, **hub_kwargs(kwargs))), source)
     return model.eval()

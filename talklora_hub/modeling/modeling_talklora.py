@@ -12,6 +12,7 @@ Part of the bundle that travels inside every saved model.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import os
 import shutil
@@ -33,7 +34,7 @@ from .configuration_talklora import TalkLoRAConfig
 from .fingerprint import base_fingerprint
 from .injection import inject_adapters, merge_adapters
 from .loading import (ADAPTER_WEIGHTS, check_adapter_loaded, corrupt_weights_error, explain_weight_mismatch,
-                      hub_kwargs, load_adapter_only)
+                      has_pinned_base, hub_kwargs, load_adapter_only)
 from .saving import owned_by_model_save, recover_interrupted_save, staged_directory
 from .routing import RoutingTrace
 from .sequence_router import SEQUENCE_ROUTER_CE_WEIGHT, SequenceRouter
@@ -456,10 +457,11 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
         config = kwargs.get("config")
         if not isinstance(config, TalkLoRAConfig):
             config = TalkLoRAConfig.from_pretrained(path, **hub_kwargs(kwargs))
+        want_info = kwargs.pop("output_loading_info", False)
         if getattr(config, "adapter_only", False):
-            model = load_adapter_only(cls, path, config, kwargs)
+            model = load_adapter_only(cls, path, config, kwargs)  # strict: every adapter tensor, nothing else
+            info = {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
         else:
-            want_info = kwargs.pop("output_loading_info", False)
             try:
                 model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
             except Exception as error:
@@ -468,11 +470,8 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
                     raise
                 raise explained from error
             check_adapter_loaded(model, info, path)
-            if want_info:
-                model.set_adapter_trainable(is_trainable)
-                return model, info
         model.set_adapter_trainable(is_trainable)
-        return model
+        return (model, info) if want_info else model
 
     @classmethod
     def _explain_load_error(cls, path, kwargs: Dict[str, Any], error: Exception) -> Optional[Exception]:
@@ -519,29 +518,21 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
         from safetensors.torch import save_file
 
         config = self.config
-        if not config.base_model_name_or_path or not config.base_model_revision or os.path.isdir(
-                str(config.base_model_name_or_path)):
+        if not has_pinned_base(config):
             raise config_error(
-                "adapter_only", "needs the base named by Hub repo id and commit (config.base_model_name_or_path, "
+                "adapter_only", "needs the base named by a Hub repo id and a commit sha (config.base_model_name_or_path, "
                 "config.base_model_revision)", f"{config.base_model_name_or_path!r} @ {config.base_model_revision!r}",
-                "load the base with from_base(repo_id, adapter, revision=<commit>) (or set both fields), or save the "
-                "full model (adapter_only=False).")
+                "load the base with from_base(repo_id, adapter, revision=<commit sha>) (or set both fields), or save "
+                "the full model (adapter_only=False).")
         tensors = {k: v.contiguous().cpu() for k, v in self.adapter_state_dict().items()}
         save_file(tensors, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-        saved = copy_config(config)
+        saved = copy.deepcopy(config)  # the model's own config stays a full model's
         saved.adapter_only = True
         saved.base_model_fingerprint = base_fingerprint(self)
         saved.architectures = [type(self).__name__]
         saved.save_pretrained(folder)
         if self.can_generate() and getattr(self, "generation_config", None) is not None:
             self.generation_config.save_pretrained(folder)
-
-
-def copy_config(config: TalkLoRAConfig) -> TalkLoRAConfig:
-    """A detached copy of a config (the model's own stays as it is)."""
-    import copy
-
-    return copy.deepcopy(config)
 
 
 class _BackboneHolder(nn.Module):

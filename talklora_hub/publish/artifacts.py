@@ -17,11 +17,12 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from ..modeling import AdapterSettings, TalkLoRAForCausalLM, TalkLoRAForSequenceClassification, TalkLoRAModel
-from ..modeling.modeling_talklora import TalkLoRAPreTrainedModel, staged_directory
+from ..modeling.loading import fetch_base, load_adapter_tensors
+from ..modeling.modeling_talklora import TalkLoRAPreTrainedModel
+from ..modeling.saving import staged_directory
 from .fingerprint import base_fingerprint
 
 EXPERT_FILE = "talklora_expert.json"
@@ -124,13 +125,8 @@ def load_base(reference: Dict[str, Any], head: str = "causal", trained_modules: 
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     auto = {"causal": AutoModelForCausalLM, "seqcls": AutoModelForSequenceClassification, "bare": AutoModel}[head]
-    base = auto.from_pretrained(reference["repo_id"], revision=reference["revision"], **load_kwargs)
-    found = base_fingerprint(base, trained_modules)
-    if found != reference["fingerprint"]:
-        raise ArtifactError(
-            f"base model {reference['repo_id']}@{reference['revision']} has fingerprint {found}, but the artifact was "
-            f"trained on {reference['fingerprint']}. Fix: attach this expert only to the base it was trained on.")
-    return base
+    return fetch_base(auto, reference["repo_id"], reference["revision"], reference["fingerprint"], "the artifact",
+                      trained_modules, error=ArtifactError, **load_kwargs)
 
 
 def attach_expert(folder: Path, base=None, **load_kwargs) -> TalkLoRAPreTrainedModel:
@@ -149,19 +145,8 @@ def attach_expert(folder: Path, base=None, **load_kwargs) -> TalkLoRAPreTrainedM
     model.config.base_model_name_or_path = meta["base_model"]["repo_id"]
     model.config.base_model_revision = meta["base_model"]["revision"]
     model.config.base_model_fingerprint = meta["base_model"]["fingerprint"]
-    tensors = load_file(str(folder / EXPERT_WEIGHTS))
-    expected = model.adapter_state_dict()
-    if set(tensors) != set(expected):
-        missing, extra_keys = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-        raise ArtifactError(f"expert tensors do not fit the model: missing {missing[:5]}, unexpected {extra_keys[:5]}.")
-    for name, tensor in tensors.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ArtifactError(f"expert tensor {name} has shape {tuple(tensor.shape)}, the model needs "
-                                f"{tuple(expected[name].shape)}. Fix: attach it to a base of the same architecture.")
-    with torch.no_grad():
-        targets = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-        for name, tensor in tensors.items():
-            targets[name].copy_(tensor)
+    load_adapter_tensors(model, load_file(str(folder / EXPERT_WEIGHTS)), f"the expert {folder.name}",
+                         error=ArtifactError)
     return model.eval()
 
 

@@ -9,8 +9,6 @@ with its model card, in one commit, followed by an update of the zoo index.
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any, Dict, List, Optional
 from huggingface_hub import HfApi
 
 from ..modeling.adapter_base import adapter_layers
+from ..modeling.loading import has_pinned_base
 from .artifacts import ROUTER_FILE, export_expert, export_router, head_of
 from .cards import (adapter_rows, base_label, card_data, evaluation_rows, hub_base_id, measure_routing, render_card,
                     routing_picture, task_rows, training_rows)
@@ -89,7 +88,7 @@ def publish_model(model, tokenizer, repo_id: str, result: Optional[Dict[str, Any
     commit, so loading fetches and checks that base; otherwise (a base from a local folder) the full model.
     True insists on adapter-only (an error without a pinned base), False always uploads the full model."""
     if adapter_only is None:
-        adapter_only = has_pinned_base(model)
+        adapter_only = has_pinned_base(model.config)
     folder = Path(tempfile.mkdtemp(prefix="talklora-publish-"))
     try:
         model.save_pretrained(folder / "repo", adapter_only=adapter_only)
@@ -117,13 +116,6 @@ def publish_model(model, tokenizer, repo_id: str, result: Optional[Dict[str, Any
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
-
-
-def has_pinned_base(model) -> bool:
-    """Whether the model's base is named by a Hub repo id and a commit sha (what an adapter-only repo needs)."""
-    name, revision = model.config.base_model_name_or_path, model.config.base_model_revision
-    return bool(name and revision and not os.path.exists(str(name)) and name.count("/") == 1
-                and re.fullmatch(r"[0-9a-f]{40}", str(revision)))
 
 
 def publish_result(result, repo_id: str, **kwargs) -> PushResult:

@@ -83,7 +83,7 @@ def write_entry(folder: Union[str, os.PathLike], model, record: Dict[str, Any], 
     """Writes the entry atomically: the expert (or, given router_experts, the router) export with bf16
     tensors, and record.json beside it."""
     from ..publish.artifacts import export_expert, export_router
-    from ..modeling.modeling_talklora import staged_directory
+    from ..modeling.saving import staged_directory
 
     folder = Path(folder)
     with staged_directory(folder) as staging:
