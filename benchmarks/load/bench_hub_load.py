@@ -190,6 +190,11 @@ def mixed_client(index: int, hub, args, deadline: float, work: Path, uploaded: U
 MAX_REBASES = 20
 
 
+def _contention_file(client: int | str, serial: int | str) -> tuple[str, bytes]:
+    """(path, content) of the file a contention client commits as its `serial`-th commit."""
+    return f"writers/c{client}-{serial}.txt", f"client {client} commit {serial}\n".encode()
+
+
 def contention_client(index: int, hub, repo_id: str, deadline: float, recorder: Recorder,
                       committed: dict[str, str], lock: threading.Lock) -> None:
     from huggingface_hub import CommitOperationAdd
@@ -201,7 +206,7 @@ def contention_client(index: int, hub, repo_id: str, deadline: float, recorder: 
     operation = "commit (parent_commit)" if with_parent else "commit (no parent)"
     serial = 0
     while time.monotonic() < deadline:
-        path, content = f"writers/c{index}-{serial}.txt", f"client {index} commit {serial}\n".encode()
+        path, content = _contention_file(index, serial)
         serial += 1
         start = time.perf_counter()
         try:
@@ -244,8 +249,7 @@ def verify_no_lost_update(hub, repo_id: str, committed: dict[str, str]) -> dict:
 
 
 def _content_of(path: str) -> bytes:
-    client, serial = Path(path).stem[1:].split("-")
-    return f"client {client} commit {serial}\n".encode()
+    return _contention_file(*Path(path).stem[1:].split("-"))[1]
 
 
 # ---------------------------------------------------------------------------- driver

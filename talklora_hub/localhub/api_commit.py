@@ -24,6 +24,7 @@ from .bodies import (
     MAX_LISTING_BODY,
     MAX_REGULAR_FILE_SIZE,
     format_size,
+    is_json_int,
     read_body,
     read_json_object,
     read_lines,
@@ -46,7 +47,6 @@ from .storage import (
 
 router = APIRouter()
 
-LFS_SIZE_THRESHOLD = MAX_REGULAR_FILE_SIZE  # preupload sends files this large (or larger) to LFS/Xet
 _LINE_HINT = (f" (regular files must be smaller than {format_size(MAX_REGULAR_FILE_SIZE)}; "
               "larger ones go through LFS/Xet)")
 
@@ -97,7 +97,7 @@ def _preupload_files(payload: dict) -> list[tuple[str, int, bytes]]:
     for item in files:
         path = check_file_path(str(item.get("path", "")))
         size = item.get("size", 0)
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if not is_json_int(size) or size < 0:
             raise HubHTTPError(400, f"Invalid size {size!r} for {path!r}: must be a non-negative integer")
         sample = item.get("sample") or ""
         try:
@@ -139,7 +139,7 @@ async def preupload(request: Request, plural: str, namespace: str, name: str, re
     answers = []
     for path, size, sample in announced:
         # Large, LFS-tracked or binary files go to LFS/Xet storage, like on the Hub.
-        large = size >= LFS_SIZE_THRESHOLD or matches_gitattributes(path, lfs_patterns) or b"\0" in sample
+        large = size >= MAX_REGULAR_FILE_SIZE or matches_gitattributes(path, lfs_patterns) or b"\0" in sample
         answer = {"path": path, "uploadMode": "lfs" if large else "regular",
                   "shouldIgnore": _gitignore_match(path, ignore_patterns)}
         existing = commit.tree.get(path)
@@ -211,7 +211,7 @@ class _CommitParser:
             raise InvalidCommit(f"LFS object {oid} for {path!r} was never uploaded to this repo: upload it first")
         size = self.repo.storage.objects.size(oid)
         declared = value.get("size")
-        if declared is not None and (not isinstance(declared, int) or isinstance(declared, bool) or declared != size):
+        if declared is not None and (not is_json_int(declared) or declared != size):
             raise InvalidCommit(f"LFS object {oid} for {path!r} is {size} bytes, not {declared!r}")
         self.operations.append(AddFile(path, FileEntry.large(oid, size)))
 

@@ -29,10 +29,6 @@ SPACE_SDKS = ("gradio", "streamlit", "docker", "static")
 GATED_VALUES = (False, "auto", "manual")
 
 
-async def _json(request: Request, limit: int = MAX_JSON_BODY) -> dict:
-    return await read_json_object(request, limit)
-
-
 def _private_from(payload: dict) -> bool | None:
     visibility = payload.get("visibility")
     if visibility is not None:
@@ -46,7 +42,7 @@ def _private_from(payload: dict) -> bool | None:
 @router.post("/api/repos/create")
 async def create_repo(request: Request):
     principal = require_principal(request)
-    payload = await _json(request)
+    payload = await read_json_object(request)
     repo_type = check_repo_type(payload.get("type"))
     namespace = payload.get("organization") or principal.user
     name = payload.get("name")
@@ -79,7 +75,7 @@ def _namespace_and_name(payload: dict, principal) -> tuple[str, str]:
 @router.delete("/api/repos/delete")
 async def delete_repo(request: Request):
     principal = require_principal(request)
-    payload = await _json(request)
+    payload = await read_json_object(request)
     repo_type = check_repo_type(payload.get("type"))
     namespace, name = _namespace_and_name(payload, principal)
     load_repo(request, repo_type, namespace, name, write=True)
@@ -89,7 +85,7 @@ async def delete_repo(request: Request):
 
 @router.post("/api/repos/move")
 async def move_repo(request: Request):
-    payload = await _json(request)
+    payload = await read_json_object(request)
     repo_type = check_repo_type(payload.get("type"))
     try:
         from_ns, from_name = str(payload["fromRepo"]).split("/")
@@ -108,7 +104,7 @@ async def move_repo(request: Request):
 @router.put("/api/{plural}/{namespace}/{name}/settings")
 async def update_settings(request: Request, plural: str, namespace: str, name: str):
     repo, _ = load_repo(request, repo_type_from_plural(plural), namespace, name, write=True)
-    payload = await _json(request)
+    payload = await read_json_object(request)
     private = _private_from(payload)
     changes = {}
     if private is not None:
@@ -145,7 +141,7 @@ async def delete_branch(request: Request, plural: str, namespace: str, name: str
 @router.post("/api/{plural}/{namespace}/{name}/tag/{revision:path}")
 async def create_tag(request: Request, plural: str, namespace: str, name: str, revision: str):
     repo, _ = load_repo(request, repo_type_from_plural(plural), namespace, name, write=True)
-    payload = await _json(request)
+    payload = await read_json_object(request)
     tag = payload.get("tag")
     try:
         await run_in_threadpool(repo.create_ref, "tags", check_ref_name(tag or ""), revision)
@@ -200,7 +196,7 @@ def _front_matter(content: str) -> str | None:
 @router.post("/api/validate-yaml")
 async def validate_yaml(request: Request):
     """Check the YAML metadata block of a README (huggingface_hub calls this on every README upload)."""
-    payload = await _json(request, MAX_LISTING_BODY)
+    payload = await read_json_object(request, MAX_LISTING_BODY)
     block = _front_matter(str(payload.get("content", "")))
     if block is None:
         return {"errors": [], "warnings": []}

@@ -57,6 +57,11 @@ async def read_body(request: Request, limit: int, what: str = "The request body"
     return b"".join(chunks)
 
 
+def is_json_int(value) -> bool:
+    """True for a JSON integer: Python's bool is an int, JSON's true/false are not."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def parse_json(body: bytes, what: str = "The request body"):
     try:
         return json.loads(body)
@@ -93,5 +98,6 @@ async def read_lines(request: Request, limit: int = MAX_COMMIT_LINE, hint: str =
         del buffer[:cut]
         if len(buffer) > limit:
             raise too_large("A line of the commit payload", limit, hint)
-    if bytes(buffer).strip():
-        yield bytes(buffer)
+    tail = bytes(buffer)
+    if tail.strip():
+        yield tail

@@ -19,6 +19,9 @@ import threading
 ENV_VAR = "TALKLORA_HUB_CRASH_AT"
 DISK_FREE_ENV_VAR = "TALKLORA_HUB_DISK_FREE"
 
+# Read once: the knob is set in the server's environment at start-up, and charge_disk runs before
+# every write of stored data, where unset it must cost no more than this one `is None` test.
+_disk_budget = os.environ.get(DISK_FREE_ENV_VAR)
 _disk_lock = threading.Lock()
 _disk_used = 0
 
@@ -31,20 +34,18 @@ def crash_point(name: str) -> None:
 
 def charge_disk(nbytes: int) -> None:
     """Account for `nbytes` about to be written; raise ENOSPC if the simulated free space is used up."""
-    budget = os.environ.get(DISK_FREE_ENV_VAR)
-    if budget is None:
+    if _disk_budget is None:
         return
     global _disk_used
     with _disk_lock:
-        if _disk_used + nbytes > int(budget):
+        if _disk_used + nbytes > int(_disk_budget):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         _disk_used += nbytes
 
 
 def simulated_disk_free() -> int | None:
     """Bytes left under TALKLORA_HUB_DISK_FREE, or None when no limit is simulated."""
-    budget = os.environ.get(DISK_FREE_ENV_VAR)
-    if budget is None:
+    if _disk_budget is None:
         return None
     with _disk_lock:
-        return max(0, int(budget) - _disk_used)
+        return max(0, int(_disk_budget) - _disk_used)

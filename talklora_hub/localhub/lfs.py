@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from .bodies import MAX_JSON_BODY, MAX_LISTING_BODY, read_json_object
+from .bodies import MAX_JSON_BODY, MAX_LISTING_BODY, is_json_int, read_json_object
 from .web import HubHTTPError, base_url, ctx_of, load_repo
 from .objects import SHA256_RE
 from .paths import check_repo_type
@@ -88,7 +88,7 @@ async def _verify(request: Request, repo_type: str, namespace: str, name_git: st
     repo, _ = load_repo(request, repo_type, namespace, _repo_name(name_git), write=True)
     payload = await read_json_object(request, MAX_JSON_BODY, shape="{'oid': sha256, 'size': int}")
     oid, size = payload.get("oid"), payload.get("size")
-    if not isinstance(oid, str) or not isinstance(size, int) or isinstance(size, bool):
+    if not isinstance(oid, str) or not is_json_int(size):
         raise HubHTTPError(400, "Invalid LFS verify request: the body must be {'oid': sha256, 'size': int}")
     if not repo.has_lfs(oid):
         raise HubHTTPError(404, f"LFS object {oid} was not uploaded to this repo")

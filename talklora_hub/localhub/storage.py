@@ -40,7 +40,6 @@ from .errors import (  # noqa: F401 - re-exported: the storage API raises them
     RepoExists,
     RepoNotFound,
     RevisionNotFound,
-    StorageError,
 )
 from .faults import charge_disk, crash_point
 from .locks import ExclusiveLock

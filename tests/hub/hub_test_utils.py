@@ -26,13 +26,22 @@ def object_path(hub, oid: str):
     return hub.root / "objects" / oid[:2] / oid[2:4] / oid
 
 
+def ndjson(lines: list) -> bytes:
+    """A commit payload as huggingface_hub sends it: one JSON value per line."""
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+def post_commit(hub, repo_id: str, lines: list, token: str | None = None, **kwargs) -> httpx.Response:
+    """POST the NDJSON commit `lines` to the main branch of a model repo."""
+    return httpx.post(f"{hub.endpoint}/api/models/{repo_id}/commit/main", content=ndjson(lines),
+                      headers={**auth(token or hub.token), "content-type": "application/x-ndjson"}, **kwargs)
+
+
 def commit_lfs(hub, repo_id: str, path: str, oid: str, size: int, token: str | None = None) -> httpx.Response:
     """POST a commit adding `path` as a reference to the LFS object `oid`."""
-    lines = [{"key": "header", "value": {"summary": "add " + path}},
-             {"key": "lfsFile", "value": {"path": path, "algo": "sha256", "oid": oid, "size": size}}]
-    return httpx.post(f"{hub.endpoint}/api/models/{repo_id}/commit/main",
-                      content=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
-                      headers={**auth(token or hub.token), "content-type": "application/x-ndjson"})
+    return post_commit(hub, repo_id, [{"key": "header", "value": {"summary": "add " + path}},
+                                      {"key": "lfsFile", "value": {"path": path, "algo": "sha256", "oid": oid,
+                                                                   "size": size}}], token)
 
 
 def lfs_batch(hub, repo_id: str, oid: str, size: int, token: str | None = None) -> dict:

@@ -4,12 +4,13 @@ organisations) and refusal of path traversal tricks."""
 from __future__ import annotations
 
 import base64
-import json
 
 import httpx
 import pytest
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+from hub_test_utils import post_commit
 
 
 def _status(error_info) -> int:
@@ -82,12 +83,6 @@ def test_read_token_and_organisations(hub, repo_name):
     assert _status(error) == 403
 
 
-def _commit(hub, repo_id, lines, token=None):
-    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
-    return httpx.post(f"{hub.endpoint}/api/models/{repo_id}/commit/main", content=body,
-                      headers={"authorization": f"Bearer {token or hub.token}", "content-type": "application/x-ndjson"})
-
-
 BAD_PATHS = ["../evil.txt", "/etc/passwd", "a/../../evil.txt", "a\\..\\evil.txt", "a\x00b", "./x", "a//b",
              ".git/config", "dir/..", ""]
 
@@ -97,10 +92,10 @@ def test_traversal_paths_are_refused(hub, api, repo_id, bad_path):
     api.create_repo(repo_id, exist_ok=True)
     header = {"key": "header", "value": {"summary": "evil"}}
     content = base64.b64encode(b"pwned").decode()
-    response = _commit(hub, repo_id, [header, {"key": "file", "value": {"path": bad_path, "content": content,
+    response = post_commit(hub, repo_id, [header, {"key": "file", "value": {"path": bad_path, "content": content,
                                                                         "encoding": "base64"}}])
     assert response.status_code == 400, response.text
-    response = _commit(hub, repo_id, [header, {"key": "deletedFile", "value": {"path": bad_path}}])
+    response = post_commit(hub, repo_id, [header, {"key": "deletedFile", "value": {"path": bad_path}}])
     assert response.status_code in (400, 404) if bad_path == "" else response.status_code == 400
     assert api.list_repo_files(repo_id) == [".gitattributes"]
     assert not (hub.root.parent / "evil.txt").exists() and not (hub.root / "evil.txt").exists()

@@ -6,7 +6,6 @@ TALKLORA_HUB_DISK_FREE (faults.py): writes past the budget fail with ENOSPC, as 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import subprocess
@@ -16,7 +15,7 @@ import textwrap
 import httpx
 import pytest
 
-from hub_test_utils import auth, lfs_batch, object_path
+from hub_test_utils import lfs_batch, object_path, post_commit
 
 from talklora_hub.localhub import LocalHub
 from talklora_hub.localhub.faults import DISK_FREE_ENV_VAR
@@ -87,9 +86,7 @@ def test_full_disk_is_reported_as_507_and_changes_nothing(small_disk_hub, tmp_pa
     # A commit carrying a regular file inline.
     lines = [{"key": "header", "value": {"summary": "big text"}},
              {"key": "file", "value": {"path": "big.txt", "content": "x" * 300_000, "encoding": "utf-8"}}]
-    answer = httpx.post(f"{hub.endpoint}/api/models/{repo_id}/commit/main",
-                        content=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
-                        headers={**auth(hub.token), "content-type": "application/x-ndjson"})
+    answer = post_commit(hub, repo_id, lines)
     assert answer.status_code == 507 and "disk is full" in answer.json()["error"]
 
     assert api.model_info(repo_id).sha == head   # head stays put, the hub keeps serving reads

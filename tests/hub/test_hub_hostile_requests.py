@@ -13,15 +13,11 @@ import httpx
 import lz4.frame
 import pytest
 
-from hub_test_utils import auth, chunk_header, peak_rss_bytes, raw_exchange, xet_cas, xet_shard
+from hub_test_utils import auth, chunk_header, ndjson, peak_rss_bytes, post_commit, raw_exchange, xet_cas, xet_shard
 
 from talklora_hub.localhub.xet import COMPRESSION_LZ4, ChunkRecord, XetFormatError, decode_chunk
 
 MiB = 1024 * 1024
-
-
-def _ndjson(lines: list[dict]) -> bytes:
-    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
 
 
 # ---------------------------------------------------------------------------- private repos
@@ -29,7 +25,7 @@ def _ndjson(lines: list[dict]) -> bytes:
 
 def _probes(repo: str) -> list[tuple[str, str, dict]]:
     """(method, path, httpx keyword arguments) touching a repo through every kind of route."""
-    commit = _ndjson([{"key": "header", "value": {"summary": "x"}},
+    commit = ndjson([{"key": "header", "value": {"summary": "x"}},
                       {"key": "file", "value": {"path": "x.txt", "content": "x"}}])
     return [
         ("GET", f"/api/models/{repo}", {}),
@@ -84,7 +80,7 @@ def test_private_repo_404_is_byte_identical_to_a_missing_repo(hub, repo_name):
 # ---------------------------------------------------------------------------- size limits
 
 
-def _head(method: str, path: str, hub, headers: dict) -> str:
+def _head(method: str, path: str, headers: dict) -> str:
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"] + [f"{k}: {v}" for k, v in headers.items()]
     return "\r\n".join(lines)
 
@@ -103,7 +99,7 @@ def _head(method: str, path: str, hub, headers: dict) -> str:
 def test_oversized_json_body_is_refused_before_it_is_read(hub, api, repo_id, path):
     """A 64 MiB Content-Length gets 413 at once: the server does not wait for (or buffer) the body."""
     api.create_repo(repo_id)
-    head = _head("POST", path.format(repo=repo_id), hub, {
+    head = _head("POST", path.format(repo=repo_id), {
         **auth(hub.token), "Content-Type": "application/json", "Content-Length": str(64 * MiB)})
     status, headers, body = raw_exchange(hub, head, b'{"name": "' + b"x" * 1000, timeout=10)
     assert status == 413, body
@@ -111,7 +107,7 @@ def test_oversized_json_body_is_refused_before_it_is_read(hub, api, repo_id, pat
 
 
 def test_oversized_chunked_body_is_refused_once_past_the_limit(hub):
-    head = _head("POST", "/api/repos/create", hub, {
+    head = _head("POST", "/api/repos/create", {
         **auth(hub.token), "Content-Type": "application/json", "Transfer-Encoding": "chunked"})
     piece = b"x" * 65536
     chunked = b"".join(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" for _ in range(17))  # 1.06 MiB
@@ -124,11 +120,9 @@ def test_large_regular_file_inline_in_a_commit_is_refused(hub, api, repo_id):
     api.create_repo(repo_id)
     head = api.model_info(repo_id).sha
     content = base64.b64encode(b"\x01" * (11 * MiB)).decode()
-    answer = httpx.post(f"{hub.endpoint}/api/models/{repo_id}/commit/main", timeout=60,
-                        headers={**auth(hub.token), "content-type": "application/x-ndjson"},
-                        content=_ndjson([{"key": "header", "value": {"summary": "big"}},
-                                         {"key": "file", "value": {"path": "big.bin", "content": content,
-                                                                   "encoding": "base64"}}]))
+    answer = post_commit(hub, repo_id, [{"key": "header", "value": {"summary": "big"}},
+                                        {"key": "file", "value": {"path": "big.bin", "content": content,
+                                                                  "encoding": "base64"}}], timeout=60)
     assert answer.status_code == 413
     assert "regular (non-LFS) files must be smaller than 10.0 MiB" in answer.json()["error"]
     assert api.model_info(repo_id).sha == head
@@ -139,9 +133,9 @@ def test_commit_line_beyond_the_limit_is_refused_while_streaming(hub, api, repo_
     api.create_repo(repo_id)
     head = api.model_info(repo_id).sha
     content = base64.b64encode(b"\x01" * (18 * MiB)).decode()
-    body = _ndjson([{"key": "header", "value": {"summary": "big"}},
+    body = ndjson([{"key": "header", "value": {"summary": "big"}},
                     {"key": "file", "value": {"path": "big.bin", "content": content, "encoding": "base64"}}])
-    request = _head("POST", f"/api/models/{repo_id}/commit/main", hub, {
+    request = _head("POST", f"/api/models/{repo_id}/commit/main", {
         **auth(hub.token), "Content-Type": "application/x-ndjson", "Content-Length": str(len(body))})
     status, _headers, answer = raw_exchange(hub, request, body[:17 * MiB], timeout=20)
     assert status == 413
@@ -226,9 +220,7 @@ def test_legacy_json_commit_that_is_not_the_expected_object(hub, api, repo_id, b
 ])
 def test_ndjson_commit_with_malformed_values(hub, api, repo_id, lines):
     api.create_repo(repo_id)
-    answer = httpx.post(f"{hub.endpoint}/api/models/{repo_id}/commit/main",
-                        content=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
-                        headers={**auth(hub.token), "content-type": "application/x-ndjson"})
+    answer = post_commit(hub, repo_id, lines)
     assert answer.status_code == 400, answer.text
 
 
@@ -260,7 +252,7 @@ def test_control_characters_get_a_clean_answer(hub, api, repo_id, template):
     method, path = template.format(repo=repo_id, tail="x" * 50).split(" ", 1)
     headers = {**auth(hub.token), "content-type": "application/json"}
     payload = b'{"tag": "v1"}'
-    request = _head(method, path, hub, {**headers, "Content-Length": str(len(payload))})
+    request = _head(method, path, {**headers, "Content-Length": str(len(payload))})
     status, answer_headers, body = raw_exchange(hub, request, payload, timeout=10)
     assert "x-injected" not in answer_headers
     if "%0a" in path.lower():

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from huggingface_hub import HfApi, hf_hub_download
 
-from hub_test_utils import auth, commit_lfs, lfs_batch, object_path, xet_shard, xorb_of
+from hub_test_utils import auth, commit_lfs, lfs_batch, object_path, xet_cas, xet_shard, xorb_of
 
 
 def test_xet_upload_of_large_file(hub, api, repo_id, tmp_path):
@@ -90,25 +90,19 @@ def test_lfs_objects_are_not_shared_by_knowing_the_hash(hub, api, repo_id):
     assert "actions" in lfs_batch(hub, "thief/loot", oid, len(secret), token=thief_token)  # must send the bytes
 
 
-def _xorb(chunks: list[bytes]) -> bytes:
-    return xorb_of(chunks)
-
-
 def _shard(xorb_hash: str, chunks: list[bytes], declared_sha256: str) -> bytes:
     return xet_shard(xorb_hash, [(len(c), len(c)) for c in chunks], declared_sha256)
 
 
 def test_xet_shard_content_is_verified(hub, api, repo_id):
     api.create_repo(repo_id)
-    token_info = httpx.get(f"{hub.endpoint}/api/models/{repo_id}/xet-write-token/main", headers=auth(hub.token))
-    assert token_info.status_code == 200
-    cas, cas_auth = token_info.json()["casUrl"], auth(token_info.json()["accessToken"])
+    cas, cas_auth = xet_cas(hub, repo_id)
     chunks = [os.urandom(1000), os.urandom(500)]
     content = b"".join(chunks)
     xorb_hash = hashlib.sha256(b"xorb" + content).hexdigest()
-    assert httpx.post(f"{cas}/v1/xorbs/default/{xorb_hash}", content=_xorb(chunks)).status_code == 401
+    assert httpx.post(f"{cas}/v1/xorbs/default/{xorb_hash}", content=xorb_of(chunks)).status_code == 401
     assert httpx.post(f"{cas}/v1/xorbs/default/{xorb_hash}", content=b"\x07garbage", headers=cas_auth).status_code == 400
-    assert httpx.post(f"{cas}/v1/xorbs/default/{xorb_hash}", content=_xorb(chunks), headers=cas_auth).status_code == 200
+    assert httpx.post(f"{cas}/v1/xorbs/default/{xorb_hash}", content=xorb_of(chunks), headers=cas_auth).status_code == 200
 
     lie = hashlib.sha256(b"something else").hexdigest()
     response = httpx.post(f"{cas}/v1/shards", content=_shard(xorb_hash, chunks, lie), headers=cas_auth)
