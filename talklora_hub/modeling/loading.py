@@ -13,7 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -229,6 +229,20 @@ def load_adapter_tensors(model, tensors: Dict[str, torch.Tensor], source, error=
     with torch.no_grad():
         for name, tensor in tensors.items():
             expected[name].copy_(tensor.to(expected[name].dtype))
+
+
+def hub_commit(repo_id: str, revision: Optional[str] = None, **hub) -> Optional[str]:
+    """The commit sha a Hub repo id (at revision, default its main branch) resolves to now, read from the path of
+    its cached config.json (snapshots/<commit>/), or None when it cannot be resolved (a local folder, offline
+    without a cache). Loading a base at this commit pins exactly what was loaded."""
+    from transformers.utils.hub import cached_file, extract_commit_hash
+
+    try:
+        resolved = cached_file(repo_id, "config.json", revision=revision, **hub)
+    except Exception:  # not a Hub repo (or unreachable): nothing to pin
+        return None
+    commit = extract_commit_hash(resolved, None) if resolved else None
+    return commit if commit and re.fullmatch(r"[0-9a-f]{40}", commit) else None
 
 
 def has_pinned_base(config) -> bool:

@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 import torch.nn as nn
 from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, GenerationMixin,
                           PreTrainedModel)
-from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.utils import ModelOutput
 
 from .adapter_base import AdaptedLinear, SharedAdapterState, adapter_layers
 from .adapter_settings import AdapterSettings, config_error
@@ -34,105 +30,16 @@ from .configuration_talklora import TalkLoRAConfig
 from .fingerprint import base_fingerprint
 from .injection import inject_adapters, merge_adapters
 from .loading import (ADAPTER_WEIGHTS, check_adapter_loaded, corrupt_weights_error, explain_weight_mismatch,
-                      has_pinned_base, hub_kwargs, load_adapter_only)
+                      has_pinned_base, hub_commit, hub_kwargs, load_adapter_only)
 from .saving import owned_by_model_save, recover_interrupted_save, staged_directory
+from .outputs import CACHE_FIELD, SEQUENCE_ARGS_DOC, TalkLoRAHeadOutput, TalkLoRAModelOutput  # noqa: F401 (CACHE_FIELD re-exported)
 from .routing import RoutingTrace
 from .sequence_router import SEQUENCE_ROUTER_CE_WEIGHT, SequenceRouter
+from .sequence_routing import SequenceRoutingMixin
 
 BUNDLE_DIR = Path(__file__).resolve().parent
 
-# The KV cache's keyword and output field: `cache` in newer transformers 5.x, `past_key_values` before
-# (newer versions still accept the old name, with a deprecation warning). The forwards below take it
-# through **kwargs and pass it on under the name the caller used, so any 5.x version gets its own name.
-CACHE_FIELD = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
-CACHE_NAMES = ("cache", "past_key_values")
-
-
-ROUTING_OUTPUTS_DOC = """
-    Routing fields (token-routed methods, MoELoRA and TalkLoRA, when output_router_logits=True):
-    router_logits: one (batch * seq, E) tensor per routed module, in execution order: Mixtral's layout
-        (rows in (batch, seq) row-major order), the router's pre-softmax logits, with their autograd
-        graph. transformers' `load_balancing_loss_func(out.router_logits, E, k, attention_mask)` (from
-        transformers.models.mixtral.modeling_mixtral) reads them; it is 1.0 for a uniform router.
-        Its definition differs from aux_loss's in two ways: it pools the tokens of all modules before
-        taking E * sum_i f_i P_i, and it counts each of a token's k selections fully; aux_loss is the MEAN
-        over modules of each module's own loss, with selection shares divided by k (dense routing counts
-        as top-1). So the two are equal for one routed module with k = 1 (dense routing: pass top_k=1),
-        the Mixtral value is k times aux_loss for one module with top-k, and with several modules both
-        are near 1 when routing is balanced but not equal.
-    routing_weights: one (batch, seq, E) tensor per routed module (detached; they sum to 1 per token in
-        eval mode, zero off the chosen experts with top-k).
-    router_module_names: the dotted names of those modules, in the same order.
-    aux_loss: the mean load-balancing loss over routed modules (computed when output_router_logits=True,
-        or in training with router_aux_loss_coef > 0), see routing.load_balancing_loss.
-    TT-LoRA MoE (per-sequence routing):
-    sequence_router_logits: (batch, E) the router's logits on the prompt pass (None while decoding with
-        a non-empty cache: the experts chosen on the prompt are held).
-    sequence_router_loss: cross-entropy of sequence_router_logits against sequence_labels (when given).
-"""
-
-
-SEQUENCE_ARGS_DOC = """
-        TT-LoRA MoE arguments (per-sequence routing; an error for other methods):
-        sequence_experts: (batch,) long, the expert that serves each sequence (teacher forcing, or scoring
-            "each expert alone"); the router still runs and returns sequence_router_logits.
-        router_attention_mask: (batch, seq), the positions the router reads (default: attention_mask), e.g.
-            the prompt only, so the router never sees the answer tokens of a training example. The base
-            pass it reads is causal, so the prompt positions' states are those of a prompt-only pass.
-        sequence_labels: (batch,) long, the expert each sequence should be routed to (e.g. its task id):
-            sequence_router_loss = CE(sequence_router_logits, sequence_labels) is returned and added to
-            loss with weight sequence_router_ce_weight (default 21, the paper's).
-        With a non-empty KV cache (generation after the prompt) the experts chosen on the prompt are held.
-"""
-
-
-@dataclass
-class TalkLoRAModelOutput(ModelOutput):
-    last_hidden_state: Optional[torch.Tensor] = None
-    pooler_output: Optional[torch.Tensor] = None
-    if CACHE_FIELD == "cache":
-        cache: Optional[Any] = None
-    else:
-        past_key_values: Optional[Any] = None
-    hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
-    attentions: Optional[Tuple[torch.Tensor, ...]] = None
-    aux_loss: Optional[torch.Tensor] = None
-    router_logits: Optional[Tuple[torch.Tensor, ...]] = None
-    routing_weights: Optional[Tuple[torch.Tensor, ...]] = None
-    router_module_names: Optional[Tuple[str, ...]] = None
-    sequence_router_logits: Optional[torch.Tensor] = None
-    sequence_router_loss: Optional[torch.Tensor] = None
-
-
-TalkLoRAModelOutput.__doc__ = ("The base model's outputs (last_hidden_state, cache, ...) plus routing.\n"
-                               + ROUTING_OUTPUTS_DOC)
-
-
-@dataclass
-class TalkLoRAHeadOutput(ModelOutput):
-    loss: Optional[torch.Tensor] = None
-    logits: Optional[torch.Tensor] = None
-    if CACHE_FIELD == "cache":
-        cache: Optional[Any] = None
-    else:
-        past_key_values: Optional[Any] = None
-    hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
-    attentions: Optional[Tuple[torch.Tensor, ...]] = None
-    aux_loss: Optional[torch.Tensor] = None
-    router_logits: Optional[Tuple[torch.Tensor, ...]] = None
-    routing_weights: Optional[Tuple[torch.Tensor, ...]] = None
-    router_module_names: Optional[Tuple[str, ...]] = None
-    sequence_router_logits: Optional[torch.Tensor] = None
-    sequence_router_loss: Optional[torch.Tensor] = None
-
-
-TalkLoRAHeadOutput.__doc__ = (
-    "A head's outputs (causal LM or classification) plus routing. loss: the head's loss (given labels) "
-    "+ router_aux_loss_coef * aux_loss (given labels) + sequence_router_ce_weight * sequence_router_loss "
-    "(given sequence_labels).\n" + ROUTING_OUTPUTS_DOC)
-
-
-class TalkLoRAPreTrainedModel(PreTrainedModel):
+class TalkLoRAPreTrainedModel(SequenceRoutingMixin, PreTrainedModel):
     """Shared machinery; subclasses set `base_auto_class` and `output_class`."""
 
     config_class = TalkLoRAConfig
@@ -203,10 +110,15 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
     def from_base(cls, base: Union[str, os.PathLike, PreTrainedModel], adapter: Union[AdapterSettings, Dict[str, Any]],
                   revision: Optional[str] = None, **load_kwargs) -> "TalkLoRAPreTrainedModel":
         """Wraps a pretrained model (an object, a local path or a Hub repo id) with a fresh adapter,
-        ready to train: the base is frozen, the adapter (and a classification head) trainable."""
+        ready to train: the base is frozen, the adapter (and a classification head) trainable. A Hub repo id is
+        loaded at the commit its revision (default: main) resolves to, and that commit is recorded in the config,
+        so an adapter-only save or push pins exactly the base it was trained on."""
         name = None
         if isinstance(base, (str, os.PathLike)):
             name = str(base)
+            if not os.path.isdir(name):  # a Hub repo id: record the commit actually loaded (adapter-only saves pin it)
+                hub = {k: load_kwargs[k] for k in ("cache_dir", "token", "local_files_only") if k in load_kwargs}
+                revision = hub_commit(name, revision, **hub) or revision
             base = cls.base_auto_class.from_pretrained(name, revision=revision, **load_kwargs)
         elif getattr(base, "name_or_path", None):
             name = str(base.name_or_path)
@@ -297,93 +209,6 @@ class TalkLoRAPreTrainedModel(PreTrainedModel):
             yield trace
         finally:
             recorder.traces.remove(trace)
-
-    @torch.no_grad()
-    def route_sequences(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
-                        inputs_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """TT-LoRA MoE: the router's logits (batch, E) for these sequences (argmax: the expert that would
-        serve each), from one pass of the bare base model; changes no state."""
-        if self.sequence_router is None:
-            raise ValueError("route_sequences needs a TT-LoRA MoE (method='ttlora', num_experts > 1); this model "
-                             f"is method={self.adapter_settings.method!r} with {self.adapter_settings.num_experts} experts.")
-        kept = self.adapter_shared.sequence_experts
-        args = {k: v for k, v in dict(input_ids=input_ids, attention_mask=attention_mask,
-                                      inputs_embeds=inputs_embeds).items() if v is not None}
-        try:
-            return self._choose_sequence_experts(args)
-        finally:
-            self.adapter_shared.sequence_experts = kept
-
-    @staticmethod
-    def _decoding_with_cache(kwargs: Dict[str, Any]) -> bool:
-        """Whether this forward continues a non-empty KV cache (given as `cache` or `past_key_values`)."""
-        for name in CACHE_NAMES:
-            cache = kwargs.get(name)
-            if cache is None:
-                continue
-            if hasattr(cache, "get_seq_length"):
-                if cache.get_seq_length() > 0:
-                    return True
-            elif isinstance(cache, (tuple, list)) and len(cache) > 0:  # a legacy tuple cache
-                return True
-        return False
-
-    def _choose_sequence_experts(self, kwargs: Dict[str, Any], sequence_experts: Optional[torch.Tensor] = None,
-                                 router_attention_mask: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
-        """TT-LoRA MoE: a first pass of the bare base model (adapters off) feeds the router, whose top-1
-        expert then serves the whole sequence (or sequence_experts, when given, serves it: the router's
-        logits are still computed and returned, so its cross-entropy can train). The router reads the
-        positions router_attention_mask marks (default: attention_mask). In generation the choice is
-        made on the prompt and held for every new token: with a non-empty cache nothing is re-routed.
-        Returns the router's logits (batch, E), or None when the held choice serves."""
-        shared = self.adapter_shared
-        reference = kwargs.get("input_ids", kwargs.get("inputs_embeds"))
-        batch = None if reference is None else reference.shape[0]
-        forced = None if sequence_experts is None else self._checked_experts(sequence_experts, batch)
-        if self._decoding_with_cache(kwargs):
-            if forced is not None:
-                shared.sequence_experts = forced
-            held = shared.sequence_experts
-            if held is None or (batch is not None and held.shape[0] != batch):
-                raise RuntimeError(
-                    "A TT-LoRA MoE continuing from a non-empty KV cache serves each sequence with the expert chosen "
-                    f"on its prompt, but {'none is' if held is None else f'{held.shape[0]} are'} held for this "
-                    f"batch of {batch}. Fix: run the prompt through the model first (generate() does), or pass "
-                    "sequence_experts=(batch,) expert indices.")
-            return None
-        mask = router_attention_mask if router_attention_mask is not None else kwargs.get("attention_mask")
-        if mask is not None and mask.dim() != 2:
-            mask = None  # a prepared 4D mask: the router reads the last position
-        backbone = self.inner_model.base_model if hasattr(self.inner_model, "base_model") else self.inner_model
-        backbone_args = {k: kwargs[k] for k in ("input_ids", "inputs_embeds") if k in kwargs}
-        if mask is not None:
-            backbone_args["attention_mask"] = mask
-        positions = kwargs.get("position_ids")
-        if positions is None and mask is not None and not bool(mask.bool().all()):
-            # Padding (left padding, in generation) must not shift the positions the router's pass sees.
-            positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
-        if positions is not None and "position_ids" in inspect.signature(backbone.forward).parameters:
-            backbone_args["position_ids"] = positions
-        with self.disable_adapter(), torch.no_grad():  # restores, not sets: inside the user's own block it stays off
-            hidden = backbone(**backbone_args, use_cache=False).last_hidden_state
-        logits = self.sequence_router(hidden, mask)
-        shared.sequence_experts = forced if forced is not None else logits.detach().argmax(dim=-1)
-        return logits
-
-    def _checked_experts(self, experts: torch.Tensor, batch: Optional[int]) -> torch.Tensor:
-        """sequence_experts as a (batch,) long tensor of valid expert indices, or a config_error."""
-        num_experts = self.adapter_settings.num_experts
-        experts = torch.as_tensor(experts)
-        if experts.dim() == 0:
-            experts = experts.expand(batch or 1)
-        if experts.dim() != 1 or (batch is not None and experts.shape[0] != batch):
-            raise config_error("sequence_experts", f"must be a (batch,) tensor of expert indices (batch={batch})",
-                               tuple(experts.shape), "pass one expert index per sequence, e.g. torch.tensor([0, 2]).")
-        if experts.is_floating_point() or experts.numel() and not (0 <= int(experts.min()) and
-                                                                    int(experts.max()) < num_experts):
-            raise config_error("sequence_experts", f"must hold integer expert indices in [0, {num_experts})",
-                               experts.tolist(), f"use indices 0..{num_experts - 1}.")
-        return experts.to(self.sequence_router.gate.weight.device).long()
 
     def _run_with_routing(self, call_inner, output_router_logits: Optional[bool], labels_given: bool,
                           sequence_experts: Optional[torch.Tensor] = None,
