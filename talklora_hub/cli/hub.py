@@ -12,6 +12,8 @@ import argparse
 import socket
 from pathlib import Path
 
+from . import add_command_group
+
 DEFAULT_PORT = 8765
 
 
@@ -56,10 +58,8 @@ def _create_token(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add the `hub` command group to the talklora-hub CLI."""
-    hub = subparsers.add_parser("hub", help="run and manage the embedded Hugging Face Hub-compatible server",
-                                description=__doc__.splitlines()[0])
-    hub_commands = hub.add_subparsers(dest="hub_command", metavar="HUB_COMMAND")
-    hub.set_defaults(func=lambda args: (hub.print_help(), 2)[1])
+    hub_commands = add_command_group(subparsers, "hub", help="run and manage the embedded Hugging Face Hub-compatible "
+                                     "server", description=__doc__.splitlines()[0], metavar="HUB_COMMAND")
 
     serve = hub_commands.add_parser("serve", help="serve a hub stored in a directory")
     serve.add_argument("--root", required=True, help="directory holding repos, objects and accounts")

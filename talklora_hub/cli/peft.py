@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import add_command_group
+
 
 def _export(args) -> int:
     from ..publish.artifacts import load_artifact
@@ -26,9 +28,9 @@ def _import(args) -> int:
 
     base = args.base
     if base is not None and not Path(base).exists():
-        from ..data.base_models import BASE_MODELS, base_model_path
+        from ..data.base_models import resolve_base
 
-        base = str(base_model_path(base)) if base in BASE_MODELS else base
+        base = resolve_base(base)
     model = import_peft_experts(args.adapters, base, num_experts_per_tok=args.num_experts_per_tok)
     model.save_pretrained(args.out)
     source = base or model.config.base_model_name_or_path
@@ -46,10 +48,9 @@ def _import(args) -> int:
 
 def register(subparsers) -> None:
     """Add the `peft` command group to the talklora-hub CLI."""
-    peft = subparsers.add_parser("peft", help="export a LoRA as a PEFT adapter, or import PEFT LoRA adapters",
-                                 description=__doc__.splitlines()[0])
-    actions = peft.add_subparsers(dest="peft_command", metavar="ACTION")
-    peft.set_defaults(func=lambda args: (peft.print_help(), 2)[1])
+    actions = add_command_group(subparsers, "peft",
+                                help="export a LoRA as a PEFT adapter, or import PEFT LoRA adapters",
+                                description=__doc__.splitlines()[0])
 
     export = actions.add_parser("export", help="write a saved plain LoRA model as a PEFT adapter folder")
     export.add_argument("model", help="a talklora_hub LoRA model: a save_pretrained folder, expert or repo id")

@@ -13,12 +13,12 @@ import os
 import shutil
 import sys
 
+from . import add_command_group
+
 
 def register(subparsers) -> None:
-    space = subparsers.add_parser("space", help="the routing Space: build, serve locally, push",
-                                  description=__doc__.splitlines()[0])
-    actions = space.add_subparsers(dest="space_command", metavar="ACTION")
-    space.set_defaults(func=lambda args: (space.print_help(), 2)[1])
+    actions = add_command_group(subparsers, "space", help="the routing Space: build, serve locally, push",
+                                description=__doc__.splitlines()[0])
 
     build = actions.add_parser("build", help="write the deployable folder (default spaces/talklora-routing)")
     build.add_argument("--out", default=None, help="folder to write (default: spaces/talklora-routing)")

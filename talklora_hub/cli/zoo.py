@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import add_command_group
+
 
 def register(subparsers) -> None:
-    zoo = subparsers.add_parser("zoo", help="the shipped zoo: publish it (the main job), retrain it, list it")
-    actions = zoo.add_subparsers(dest="zoo_command", metavar="ACTION")
-    zoo.set_defaults(func=lambda args: zoo.print_help() or 2)
+    actions = add_command_group(subparsers, "zoo",
+                                help="the shipped zoo: publish it (the main job), retrain it, list it")
 
     build = actions.add_parser("build", help="the main job: publish the shipped zoo to the embedded Hub, load a model "
                                              "back by repo id and serve the routing Space")

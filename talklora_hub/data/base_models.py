@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -58,6 +59,13 @@ def base_model_path(name: str, cache_dir=None) -> Path:
             "Run `talklora-hub data fetch` then `talklora-hub data bootstrap-models`."
         )
     return path
+
+
+def resolve_base(base) -> str:
+    """A bootstrapped base model name becomes its folder; anything else (a folder, a Hub id) is passed on as is."""
+    if base in BASE_MODELS:
+        return str(base_model_path(base))
+    return os.fspath(base)
 
 
 def wheel_asset(name: str, cache_dir=None) -> Path:

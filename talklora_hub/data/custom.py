@@ -125,15 +125,24 @@ def _pick_target_columns(label_column, answer_column, columns):
             f"got label_column={label_column!r} and answer_column={answer_column!r}. Drop one of them."
         )
     if label_column is None and answer_column is None:
-        if "label" in columns:
-            return "label", None
-        if "answer" in columns:
-            return None, "answer"
-        raise ValueError(
-            f"label_column: needed (or answer_column), and no column is named 'label' or 'answer'; got columns {columns}. "
-            "Pass label_column= for classification or answer_column= for generation."
-        )
+        found = default_target_columns(columns)
+        if found is None:
+            raise ValueError(
+                f"label_column: needed (or answer_column), and no column is named 'label' or 'answer'; got columns "
+                f"{columns}. Pass label_column= for classification or answer_column= for generation."
+            )
+        return found
     return label_column, answer_column
+
+
+def default_target_columns(columns) -> tuple[str | None, str | None] | None:
+    """(label column, answer column) when neither is given: a column named "label" (classification), else one
+    named "answer" (generation); None when there is neither."""
+    if "label" in columns:
+        return "label", None
+    if "answer" in columns:
+        return None, "answer"
+    return None
 
 
 def _label_name(value, label_names: tuple[str, ...], label_column: str) -> str:

@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
+from .custom import _as_splits, default_target_columns, load_task_from_dataset
 from .spec import DEFAULT_FRACTIONS
 from .splits import SPLITS, deduplicate
 from .text import normalize_text
@@ -106,8 +107,6 @@ def check_arguments(own: OwnData) -> None:
 
 def load_own_task(own: OwnData):
     """(task name, DatasetDict(train, validation, test)) of the user's data, checked; the task is registered."""
-    from .custom import load_task_from_dataset
-
     check_arguments(own)
     name = own_task_name(own)
     tables, label_names = _read_source(own)
@@ -130,19 +129,13 @@ def load_own_task(own: OwnData):
 def _read_source(own: OwnData):
     """({split: Table}, label names the source declares (a ClassLabel) or None)."""
     if own.train_file:
-        tables = {"train": read_table(own.train_file, "--train-file")}
-        for split in ("validation", "test"):
-            path = getattr(own, f"{split}_file")
-            if path:
-                tables[split] = read_table(path, FILE_ARGUMENTS[split])
-        return tables, None
+        return {split: read_table(getattr(own, f"{split}_file"), argument) for split, argument in FILE_ARGUMENTS.items()
+                if getattr(own, f"{split}_file")}, None
     return _read_dataset(own)
 
 
 def _read_dataset(own: OwnData):
     """--dataset: a save_to_disk folder, a folder of data files or a Hub name, as {split: Table}."""
-    from .custom import _as_splits
-
     value = str(own.dataset)
     path = Path(value).expanduser()
     if path.is_file():
@@ -182,15 +175,13 @@ def _pick_columns(own: OwnData, tables: dict):
             raise _missing_column("--text-column", own.text_column, table, split, own)
     label, answer = own.label_column, own.answer_column
     if label is None and answer is None:
-        if "label" in first.columns:
-            label = "label"
-        elif "answer" in first.columns:
-            answer = "answer"
-        else:
+        found = default_target_columns(first.columns)
+        if found is None:
             others = [c for c in first.columns if c != own.text_column]
             hint = f"pass --label-column {others[0]}" if len(others) == 1 else "pass --label-column COLUMN"
             raise data_error("--label-column", f"is needed: {first.name} has no column named 'label' (or 'answer' "
                              "for generation)", first.columns, f"{hint} (or --answer-column for a generated answer).")
+        label, answer = found
     for argument, column in (("--label-column", label), ("--answer-column", answer)):
         if column is None:
             continue
@@ -206,7 +197,7 @@ def _missing_column(argument: str, column: str, table: Table, split: str, own: O
     if len(table.columns) == 1 and any(sep in table.columns[0] for sep in ";\t|"):
         fix += (f" The header {table.columns[0]!r} looks like one column holding several: save the file with commas "
                 "as separators (or name it .tsv if it is tab-separated).")
-    source = FILE_ARGUMENTS.get(split, "--dataset") if own.train_file else "--dataset"
+    source = FILE_ARGUMENTS[split] if own.train_file else "--dataset"
     return data_error(argument, f"must name a column of {table.name} ({source}); its columns are {table.columns}",
                       column, fix)
 
@@ -285,7 +276,7 @@ def _check_size(records: list[dict], present: set[str], own: OwnData, labelled: 
     needed, why = _needed(DEFAULT_FRACTIONS, present)
     if train_kept >= needed:
         return
-    argument = own.source_argument if own.dataset else "--train-file"
+    argument = own.source_argument
     if train_kept < train_rows and train_kept < needed <= train_rows:
         dropped = f"{stats['duplicates']} repeated texts" + (f", {stats['conflicting_labels']} rows whose text appears with "
                                                              "two labels" if stats["conflicting_labels"] else "")

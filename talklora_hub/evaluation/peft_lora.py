@@ -37,11 +37,11 @@ def train_peft_lora(train: Dict[str, Any], progress: bool = True):
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
-    from ..data.base_models import BASE_MODELS, base_model_path
+    from ..data.base_models import resolve_base
     from ..modeling.adapter_settings import AdapterSettings
     from ..train.data import BatchPlan, LazyEncoded, collate, pad_id, resolve_tasks
 
-    base = str(base_model_path(train["base"])) if train["base"] in BASE_MODELS else train["base"]
+    base = resolve_base(train["base"])
     torch.manual_seed(train["seed"])
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)

@@ -133,12 +133,18 @@ def _peft_name(full_name: str) -> str:
     return f"{PEFT_PREFIX}{inner_name}"
 
 
+def _leaves_or_names(names: List[str], select) -> List[str]:
+    """target_modules naming exactly the modules `names`: their leaf names when select(leaves) (the modules those
+    leaves match) is `names`, else the full names, sorted."""
+    leaves = sorted({name.rsplit(".", 1)[-1] for name in names})
+    return leaves if set(select(leaves)) == set(names) else sorted(names)
+
+
 def _peft_targets(model: TalkLoRAForCausalLM, names: List[str]) -> List[str]:
     """target_modules for PEFT: the leaf names when they select exactly the adapted modules, else full names."""
-    leaves = sorted({name.rsplit(".", 1)[-1] for name in names})
     linear = [n for n, m in model.inner_model.named_modules() if is_adaptable(m) or isinstance(m, AdaptedLinear)]
-    selected = {n for n in linear if n.rsplit(".", 1)[-1] in leaves}  # peft: the name or a dotted suffix of it
-    return leaves if selected == set(names) else sorted(names)
+    # peft: the name or a dotted suffix of it
+    return _leaves_or_names(names, lambda leaves: [n for n in linear if n.rsplit(".", 1)[-1] in leaves])
 
 
 def export_peft(model: TalkLoRAForCausalLM, folder: Union[str, os.PathLike]) -> Path:
@@ -239,8 +245,7 @@ def _settings_targets(base, modules: List[str]) -> List[str]:
         kind = type(base.get_submodule(unadaptable[0])).__name__
         raise ArtifactError(f"PEFT adapter targets {unadaptable[0]!r}, a {kind}; only nn.Linear and GPT-2's Conv1D "
                             "modules import. Fix: import adapters of linear modules only.")
-    leaves = sorted({name.rsplit(".", 1)[-1] for name in modules})
-    return leaves if set(find_target_modules(base, leaves)) == set(modules) else list(modules)
+    return _leaves_or_names(modules, lambda leaves: find_target_modules(base, leaves))
 
 
 def _load_base(base, config: Dict[str, Any]):

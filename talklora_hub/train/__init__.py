@@ -6,7 +6,8 @@
     talklora-hub train --base smollm2-135m-instruct --method talklora --task spam --max-steps 20 --bf16
     talklora-hub train ttlora-moe --base smollm2-135m-instruct --task spam,fortune_topic --output runs/moe
 
-Modules: config (TrainConfig), trainer (train, TrainResult), data (tasks -> batches), evaluate
+Modules: config (TrainConfig), trainer (train, TrainResult; its steps in build, steps and results),
+processes (how many processes a launcher started), data (tasks -> batches), evaluate
 (per-task metrics, router accuracy), routing_health (expert load / entropy / CV / dead experts),
 checkpoint (exact resume), recipes (the TT-LoRA MoE comparison). TT-LoRA MoE composition lives
 with the models (talklora_hub.modeling.compose); the command line in talklora_hub.cli.train; publishing

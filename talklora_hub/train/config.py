@@ -177,9 +177,7 @@ class TrainConfig:
             self.tasks = list(self.tasks)
         if self.output is not None:
             self.output = os.fspath(self.output)
-        if isinstance(self.resume, os.PathLike):
-            self.resume = os.fspath(self.resume)
-        for name in ("train_file", "validation_file", "test_file", "dataset"):
+        for name in ("resume", "train_file", "validation_file", "test_file", "dataset"):
             if isinstance(getattr(self, name), os.PathLike):
                 setattr(self, name, os.fspath(getattr(self, name)))
         self.validate()

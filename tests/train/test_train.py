@@ -271,11 +271,11 @@ def test_eval_only_scores_the_saved_run(tiny_llama, tmp_path):
 
 
 def test_bf16_falls_back_to_fp32_where_it_would_be_emulated(monkeypatch):
-    from talklora_hub.train import trainer
+    from talklora_hub.train import build  # bf16_plan reads native_bf16 from its own module
 
-    monkeypatch.setattr(trainer, "native_bf16", lambda on_cpu: False)
-    assert trainer.bf16_plan(True, on_cpu=True)[0] == "no" and "AVX512-BF16" in trainer.bf16_plan(True, True)[1]
-    assert trainer.bf16_plan("force", on_cpu=True) == ("bf16", None)
-    assert trainer.bf16_plan(False, on_cpu=True) == (None, None)
-    monkeypatch.setattr(trainer, "native_bf16", lambda on_cpu: True)
-    assert trainer.bf16_plan(True, on_cpu=True) == ("bf16", None)
+    monkeypatch.setattr(build, "native_bf16", lambda on_cpu: False)
+    assert build.bf16_plan(True, on_cpu=True)[0] == "no" and "AVX512-BF16" in build.bf16_plan(True, True)[1]
+    assert build.bf16_plan("force", on_cpu=True) == ("bf16", None)
+    assert build.bf16_plan(False, on_cpu=True) == (None, None)
+    monkeypatch.setattr(build, "native_bf16", lambda on_cpu: True)
+    assert build.bf16_plan(True, on_cpu=True) == ("bf16", None)
