@@ -102,8 +102,8 @@ def publish_model(model, tokenizer, repo_id: str, result: Optional[Dict[str, Any
         context = _common_context(model, repo_id, result, routing, picture)
         weights = sum(f.stat().st_size for f in repo.glob("*.safetensors"))
         context.update(adapter_only=adapter_only, size_human=_size_human(weights),
-                       base_repo=model.config.base_model_name_or_path, base_revision=model.config.base_model_revision)
-        context.update(title=repo_id.split("/")[-1], summary=_summary("model", model, task, result),
+                       base_repo=model.config.base_model_name_or_path, base_revision=model.config.base_model_revision,
+                       title=repo_id.split("/")[-1], summary=_summary("model", model, task, result),
                        output_router_logits=model.adapter_settings.is_routed,
                        card_data=card_data("model", head, model.adapter_settings.method,
                                            model.config.base_model_name_or_path, result, repo_id, license))
