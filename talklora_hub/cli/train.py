@@ -67,16 +67,12 @@ CLI_OPTIONS: Dict[str, Dict[str, Any]] = {
     "base_repo_id": {"help": "the base's Hub repo id when --base is a local folder (the card's base_model)"},
     "ttlora_experts": {"type": Optional[str], "aliases": ["--experts"],
                        "help": "TT-LoRA MoE stage 2: comma-separated stage-1 expert folders, one per task in order"},
-    # AdapterSettings
-    "method": {"help": "lora | moelora | talklora | ttlora"},
-    "r": {"help": "total rank (each of E experts owns r/E)"},
-    "num_experts": {"help": "E (None: 4 for the mixtures, else 1)"},
-    "num_experts_per_tok": {"aliases": ["--top-k"], "help": "top-k routing (None: dense)"},
+    # AdapterSettings (help texts: the fields' own metadata; the method's choices: the registered methods)
+    "num_experts_per_tok": {"aliases": ["--top-k"]},
     "target_modules": {"type": Optional[str],
                        "help": "comma-separated module names, or 're:REGEX' (full match on the dotted module name, "
                                "e.g. 're:model\\.layers\\.(2[0-9])\\..*(q|v)_proj') (None: the architecture's default)"},
-    "router_aux_loss_coef": {"aliases": ["--aux-loss-coef"], "help": "router load-balancing loss weight"},
-    "share_expert_banks": {"help": "true: one B bank per projection type for all layers (None: TalkLoRA only)"},
+    "router_aux_loss_coef": {"aliases": ["--aux-loss-coef"]},
     # RecipeSettings (`train ttlora-moe`)
     "lora_steps": {"help": "default: expert steps x tasks"},
     "include_lora": {"help": "the multi-task LoRA baseline (--no-lora: skip it)"},
@@ -99,12 +95,25 @@ def arguments_view(cls, only: Optional[Sequence[str]] = None) -> type:
     for f in dataclasses.fields(cls):
         if f.name in NOT_OPTIONS or (only is not None and f.name not in only):
             continue
-        options = {"help": f"see {cls.__name__}", **CLI_OPTIONS.get(f.name, {})}  # a help text shows the default
+        # A help text shows the default; the field's own help (its metadata) unless CLI_OPTIONS gives another.
+        options = {"help": f.metadata.get("help") or f"see {cls.__name__}", **CLI_OPTIONS.get(f.name, {})}
+        if cls.__name__ == "AdapterSettings" and f.name == "method":
+            options.update(method_option())
         kind = options.pop("type", hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         fields.append((f.name, kind, dataclasses.field(default=default, metadata=options)))
     return dataclasses.make_dataclass(f"{cls.__name__}Options", fields,
                                       namespace={"_argument_group_name": cls.__name__})
+
+
+def method_option() -> Dict[str, Any]:
+    """--method's metavar and help, from the registered methods (methods.py): a new method appears by itself. No
+    argparse `choices`: a wrong name gets AdapterSettings' own error (argument, rule, value, fix) like in Python."""
+    from ..modeling.methods import method_names, method_spec
+
+    names = method_names()
+    return {"metavar": "{" + ",".join(names) + "}",
+            "help": "; ".join(f"{n}: {method_spec(n).description}" for n in names)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,7 +138,7 @@ def recipe_parser(prog: str) -> argparse.ArgumentParser:
     from transformers import HfArgumentParser
 
     from ..train.config import TrainConfig
-    from ..train.recipes import RecipeSettings
+    from ..train.ttlora_moe_protocol import RecipeSettings
 
     parser = HfArgumentParser([arguments_view(TrainConfig, only=RECIPE_RUN_FIELDS), arguments_view(RecipeSettings)],
                               prog=prog, description="the TT-LoRA MoE comparison: one expert per task, the router, "
@@ -220,7 +229,7 @@ def _push(result, repo_id: str):
 def cmd_ttlora_moe(args) -> int:
     _require(args, "base", "--base")
     _require(args, "tasks", "--task")
-    from ..train.recipes import RecipeSettings, comparison_table, ttlora_moe_recipe
+    from ..train.ttlora_moe_protocol import RecipeSettings, comparison_table, ttlora_moe_recipe
 
     try:
         comparison = ttlora_moe_recipe(args.base, _comma_list(args.tasks), args.output,

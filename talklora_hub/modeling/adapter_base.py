@@ -162,7 +162,7 @@ class AdaptedLinear(nn.Module):
         The cache is keyed on each tensor's storage, version counter (bumped by every in-place change: an optimizer
         step, load_state_dict, copy_), dtype, device and shape, and dropped by .to()/.half()/.cuda() (_apply), so
         it is never stale; in training or with grad enabled nothing is cached (the parameters change every step)."""
-        if not self.inferring:
+        if not self.inferring or torch.compiler.is_compiling():  # a traced graph must not branch on data_ptr
             return compute()
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) for t in tensors)
         store = self.__dict__.setdefault("_inference_cache", {})
@@ -186,6 +186,11 @@ class AdaptedLinear(nn.Module):
         self.__dict__.pop("_inference_cache", None)
         return super()._apply(fn, *args, **kwargs)
 
+    def dropout(self, module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
+        """module(x) while training; x itself in eval mode, without the module call (which costs more than the
+        arithmetic of a decoding token's small tensors: dropout is the identity there)."""
+        return module(x) if self.training and module.p > 0 else x
+
     # ---- forward ----------------------------------------------------------------------------
     def base_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.quantized:
@@ -205,7 +210,13 @@ class AdaptedLinear(nn.Module):
 
     @property
     def adapter_dtype(self) -> torch.dtype:
-        return next(p for n, p in self.named_parameters() if n not in self.base_parameter_names).dtype
+        """The dtype of the adapter's tensors, read from its first own parameter (found once by name: walking
+        named_parameters on every forward cost more than a decoding token's adapter arithmetic)."""
+        name = self.__dict__.get("_dtype_source")
+        if name is None:
+            name = next(n for n, _ in self.named_parameters() if n not in self.base_parameter_names)
+            self.__dict__["_dtype_source"] = name
+        return self.get_parameter(name).dtype
 
     def scaled(self, out: torch.Tensor) -> torch.Tensor:
         """out * scaling, skipping the pass over (N, D_out) when the scale is exactly 1 (the default)."""

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .adapter_base import AdaptedLinear, kaiming_init, zero_init
+from .methods import MethodSpec, register_method
 
 
 class LoRALinear(AdaptedLinear):
@@ -27,7 +28,13 @@ class LoRALinear(AdaptedLinear):
         zero_init(self.lora_B)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scaled(F.linear(F.linear(self.input_dropout(x), self.lora_A), self.lora_B))
+        return self.scaled(F.linear(F.linear(self.dropout(self.input_dropout, x), self.lora_A), self.lora_B))
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A) * self.scaling
+
+
+register_method(MethodSpec(
+    name="lora", label="LoRA", layer_class=LoRALinear, routing="none", reference="",
+    description="one static low-rank update s * B A (mergeable into the base)", single_expert=True,
+    card_fields=("r", "lora_alpha")))

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapter_base import AdaptedLinear, kaiming_init, zero_init
+from .methods import MethodSpec, register_method
 from .routing import ExpertDispatch, grouped_down, grouped_up, jitter, route
 
 
@@ -42,7 +43,7 @@ class MoELoRALinear(AdaptedLinear):
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
-        inputs = self.input_dropout(flat)
+        inputs = self.dropout(self.input_dropout, flat)
         if self.inferring and self.top_k is None:  # dense: the code and the router both read x, one matmul
             z, logits = self.down_and_router(flat, lambda: self.router_weight, self.router_weight)
         else:
@@ -51,7 +52,7 @@ class MoELoRALinear(AdaptedLinear):
         probs, weights, top_idx = route(logits, self.top_k)
         self.shared.recorder.report(self.module_name, self.layer_index, lead, logits, probs, weights, top_idx)
         # After the report: recorded weights (and the aux loss) describe the router, not the dropout mask.
-        weights = self.routing_dropout(weights)  # (N, E)
+        weights = self.dropout(self.routing_dropout, weights)  # (N, E)
         bank, d = self.expert_bank, self.expert_rank
         if top_idx is None:
             # Dense: scaling each expert's chunk of z by g_i and applying B once equals sum_i g_i B_i z_i.
@@ -62,4 +63,10 @@ class MoELoRALinear(AdaptedLinear):
             dispatch = ExpertDispatch(top_idx, weights)
             codes = grouped_down(dispatch.gather(inputs), self.lora_A)
             out = dispatch.combine(grouped_up(dispatch.gate(codes), bank))
-        return self.output_dropout(self.scaled(out)).view(*lead, self.out_features)
+        return self.dropout(self.output_dropout, self.scaled(out)).view(*lead, self.out_features)
+
+
+register_method(MethodSpec(
+    name="moelora", label="MoELoRA", layer_class=MoELoRALinear, routing="token",
+    description="E LoRA experts weighed per token by a router on the raw input", default_num_experts=4,
+    card_fields=("r", "lora_alpha", "num_experts_per_tok", "share_expert_banks", "router_aux_loss_coef", "router_jitter_noise")))

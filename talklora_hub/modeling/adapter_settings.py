@@ -11,12 +11,9 @@ import typing
 import warnings
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-METHODS = ("lora", "moelora", "talklora", "ttlora")
-ROUTED_METHODS = ("moelora", "talklora")
-TALK_INITS = ("kaiming", "identity")
+from .methods import method_names, method_spec
 
-# Default experts per method: the TalkLoRA paper's E = 4 for the mixtures, one for the static adapters.
-DEFAULT_NUM_EXPERTS = {"lora": 1, "moelora": 4, "talklora": 4, "ttlora": 1}
+TALK_INITS = ("kaiming", "identity")
 
 # Default targets per architecture (the TalkLoRA paper's q, k, v, up, down where the names exist).
 DEFAULT_TARGETS = {
@@ -102,83 +99,83 @@ def check_type(name: str, value: Any, kind) -> None:
                            f"give {name} a value of that type (see AdapterSettings' docstring).")
 
 
+def _setting(default: Any, help: str) -> Any:
+    """A field with its help text in the metadata: the one home of what each setting means (the class docstring
+    and `talklora-hub train --help` are both built from it)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass
 class AdapterSettings:
-    """Everything that defines an adapter, independent of the base model.
-
-    method: "lora" | "moelora" | "talklora" | "ttlora".
-    r: total rank; the E experts each own d = r / E of it.
-    num_experts: E (None: the method's default, 4 for the mixtures, 1 otherwise). For "ttlora",
-        E > 1 is a TT-LoRA MoE: E frozen experts and a per-sequence top-1 router.
-    num_experts_per_tok: top-k sparse routing; None is dense softmax routing (the papers' setting).
-    lora_alpha: scale alpha / r on the update; None means no scale (1.0), as in the TalkLoRA code.
-    lora_dropout: dropout p on the adapter input (and, for TalkLoRA and MoELoRA, on the routing weights
-        and the adapter output).
-    target_modules: module names (matched as the name or its dotted suffix) or one regex string
-        (full match on the dotted name); None: the architecture's default.
-    share_expert_banks: one B bank per projection type shared by all layers (TalkLoRA's setting,
-        the default there) instead of one per layer.
-    talk_init: "kaiming" (paper) or "identity" (start as the no-talk variant).
-    router_aux_loss_coef: weight of the Switch/Mixtral load-balancing loss (0: off, the papers').
-    router_jitter_noise: multiplicative uniform noise on the router input while training (0: off).
-    tt_rank: inner tensor-train rank; tt_alpha: its plain multiplier; tt_factors: optional
-        {target name: [input factors, output factors]} overriding the automatic factorization; both lists
-        in core order (input core 1 takes the least significant input digit, output core 1 the most
-        significant output digit: the official TT-LoRA convention, see adapter_ttlora).
-    modules_to_save: extra base modules to train (None: a classification head is trained).
-
-    TT-LoRA: the DEFAULT here (AdapterSettings(method="ttlora")) is the project's own setting: the
-    architecture's default targets (q, k, v, up, down), automatic factors (factorize(): about three
-    balanced factors per side), lora_dropout as given (0 by default;
-    the zoo's recipes state 0.05).
-    The PAPER's setting is the preset AdapterSettings.preset("ttlora-paper", model_config) (see
-    ttlora_paper_settings): q and v only, tt_rank 5, tt_alpha 16, no dropout, the paper's hand-set factors.
-
-    talk_trainable: TalkLoRA only. False freezes the Talking Module T at its init; with talk_init='identity'
-        this is the paper's no-talk ablation (the router then reads the un-mixed chunks, g = softmax(R z)).
-    """
-
-    method: str = "talklora"
-    r: int = 32
-    num_experts: Optional[int] = None
-    num_experts_per_tok: Optional[int] = None
-    lora_alpha: Optional[float] = None
-    lora_dropout: float = 0.0
-    target_modules: Optional[Union[List[str], str]] = None
-    share_expert_banks: Optional[bool] = None
-    talk_init: str = "kaiming"
-    router_aux_loss_coef: float = 0.0
-    router_jitter_noise: float = 0.0
-    tt_rank: int = 5
-    tt_alpha: float = 16.0
-    tt_factors: Optional[Dict[str, List[List[int]]]] = None
-    modules_to_save: Optional[List[str]] = None
-    # TT-LoRA MoE router noise: "masked-train" (no bias, mean over real tokens, training only) or "official"
-    # (the paper's code: noise layer with bias, mean over all positions, noise at evaluation too); see sequence_router.
-    router_noise: str = "masked-train"
-    # False freezes the Talking Module T at its init (a buffer, saved but never trained): see the docstring.
-    talk_trainable: bool = True
+    method: str = _setting("talklora", "the adapter method: a registered name (methods.py); built in: lora, moelora, "
+                           "talklora, ttlora")
+    r: int = _setting(32, "total rank; the E experts each own d = r / E of it")
+    num_experts: Optional[int] = _setting(None, "E (None: the method's default, 4 for the mixtures, 1 otherwise); for "
+                                          "ttlora, E > 1 is a TT-LoRA MoE: E frozen experts and a per-sequence top-1 "
+                                          "router")
+    num_experts_per_tok: Optional[int] = _setting(None, "top-k sparse routing; None is dense softmax routing (the "
+                                                  "papers' setting)")
+    lora_alpha: Optional[float] = _setting(None, "scale alpha / r on the update; None means no scale (1.0), as in "
+                                           "the TalkLoRA code")
+    lora_dropout: float = _setting(0.0, "dropout p on the adapter input (and, for TalkLoRA and MoELoRA, on the routing "
+                                   "weights and the adapter output)")
+    target_modules: Optional[Union[List[str], str]] = _setting(
+        None, "module names (matched as the name or its dotted suffix) or one regex string (full match on the dotted "
+        "name); None: the architecture's default")
+    share_expert_banks: Optional[bool] = _setting(None, "one B bank per projection type shared by all layers instead "
+                                                  "of one per layer (None: the method's default, true for TalkLoRA)")
+    talk_init: str = _setting("kaiming", "TalkLoRA's Talking Module init: 'kaiming' (paper) or 'identity' (start as "
+                              "the no-talk variant)")
+    router_aux_loss_coef: float = _setting(0.0, "weight of the Switch/Mixtral load-balancing loss (0: off, the "
+                                           "papers')")
+    router_jitter_noise: float = _setting(0.0, "multiplicative uniform noise on the router input while training (0: "
+                                          "off)")
+    tt_rank: int = _setting(5, "TT-LoRA: the inner tensor-train rank")
+    tt_alpha: float = _setting(16.0, "TT-LoRA: the update's plain multiplier")
+    tt_factors: Optional[Dict[str, List[List[int]]]] = _setting(
+        None, "TT-LoRA: {target name: [input factors, output factors]} overriding the automatic factorization; both "
+        "lists in core order (input core 1 takes the least significant input digit, output core 1 the most "
+        "significant output digit: the official TT-LoRA convention, see adapter_ttlora)")
+    modules_to_save: Optional[List[str]] = _setting(None, "extra base modules to train (None: a classification head "
+                                                    "is trained)")
+    router_noise: str = _setting("masked-train", "TT-LoRA MoE router noise: 'masked-train' (no bias, mean over real "
+                                 "tokens, training only) or 'official' (the paper's code: noise layer with bias, mean "
+                                 "over all positions, noise at evaluation too); see sequence_router")
+    talk_trainable: bool = _setting(True, "TalkLoRA only: false freezes the Talking Module T at its init (a buffer, "
+                                    "saved but never trained); with talk_init='identity' this is the paper's no-talk "
+                                    "ablation (the router then reads the un-mixed chunks, g = softmax(R z))")
 
     def __post_init__(self):
         for field in dataclasses.fields(self):  # types first: the rules below compare and hash the values
             check_type(field.name, getattr(self, field.name), _FIELD_TYPES[field.name])
-        if self.num_experts is None and self.method in DEFAULT_NUM_EXPERTS:
-            self.num_experts = DEFAULT_NUM_EXPERTS[self.method]
+        spec = method_spec(self.method)
+        if self.num_experts is None and spec is not None:
+            self.num_experts = spec.default_num_experts
         if self.share_expert_banks is None:
-            self.share_expert_banks = self.method == "talklora"
+            self.share_expert_banks = spec is not None and spec.shares_banks_by_default
         if isinstance(self.target_modules, tuple):
             self.target_modules = list(self.target_modules)
         self.validate()
 
     @property
+    def spec(self):
+        """The method's MethodSpec (methods.py)."""
+        return method_spec(self.method)
+
+    @property
+    def routing(self) -> str:
+        """"none", "token" or "sequence": how this adapter routes (its method's spec, given num_experts)."""
+        return self.spec.routing_of(self.num_experts)
+
+    @property
     def is_routed(self) -> bool:
         """Token-level routing (MoELoRA, TalkLoRA)."""
-        return self.method in ROUTED_METHODS
+        return self.routing == "token"
 
     @property
     def is_sequence_routed(self) -> bool:
         """TT-LoRA MoE: several frozen TT experts, one chosen per sequence by a router on the base's states."""
-        return self.method == "ttlora" and self.num_experts > 1
+        return self.routing == "sequence"
 
     @property
     def is_mergeable(self) -> bool:
@@ -195,25 +192,28 @@ class AdapterSettings:
         return 1.0 if self.lora_alpha is None else self.lora_alpha / self.r
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise config_error("method", f"must be one of {list(METHODS)}", self.method,
-                               "pick one of the listed adapter methods.")
+        spec = method_spec(self.method)
+        if spec is None:
+            raise config_error("method", f"must be one of {method_names()}", self.method,
+                               "pick one of the listed adapter methods (or import the file that registers yours: "
+                               "talklora_hub.modeling.methods.load_method_file).")
         if self.r < 1:  # types were checked first (check_type)
             raise config_error("r", "must be a positive integer", self.r, "use e.g. r=32.")
         if not isinstance(self.num_experts, int) or self.num_experts < 1:
             raise config_error("num_experts", "must be a positive integer", self.num_experts,
                                "use e.g. num_experts=4.")
-        if self.method in ("lora",) and self.num_experts != 1:
-            raise config_error("num_experts", "must be 1 for method='lora' (one static update)",
+        if spec.single_expert and self.num_experts != 1:
+            raise config_error("num_experts", f"must be 1 for method={self.method!r} (one static update)",
                                self.num_experts, "use method='moelora' or 'talklora' for experts.")
-        if self.method != "ttlora" and self.r % self.num_experts != 0:
+        if spec.experts_split_rank and self.r % self.num_experts != 0:
             raise config_error("r", f"must be divisible by num_experts={self.num_experts} (each expert owns r/E)",
                                self.r, f"use r={self.num_experts * max(1, round(self.r / self.num_experts))} "
                                "or another multiple of num_experts.")
         k = self.num_experts_per_tok
         if k is not None:
             if not self.is_routed:
-                raise config_error("num_experts_per_tok", f"only applies to routed methods {list(ROUTED_METHODS)}",
+                routed = [name for name in method_names() if method_spec(name).routing == "token"]
+                raise config_error("num_experts_per_tok", f"only applies to routed methods {routed}",
                                    k, "leave it None for method=" + repr(self.method) + ".")
             if not 1 <= k <= self.num_experts:
                 raise config_error("num_experts_per_tok", f"must be in [1, num_experts={self.num_experts}]", k,
@@ -246,9 +246,21 @@ class AdapterSettings:
         if self.router_noise not in ("masked-train", "official"):
             raise config_error("router_noise", "must be one of ['masked-train', 'official']", self.router_noise,
                                "use 'masked-train' (default: training-only noise) or 'official' (the paper's code).")
-        if not self.talk_trainable and self.method != "talklora":
-            raise config_error("talk_trainable", f"only applies to method='talklora' (method={self.method!r} has no "
-                               "Talking Module)", self.talk_trainable, "leave it True for this method.")
+        self._check_exclusive_fields()
+        if spec.check is not None:
+            spec.check(self)
+
+    def _check_exclusive_fields(self) -> None:
+        """A field only another method reads (its spec's exclusive_fields) must keep its default here."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in method_names():
+            if name == self.method:
+                continue
+            for field in method_spec(name).exclusive_fields:
+                value = getattr(self, field)
+                if value != defaults[field]:
+                    raise config_error(field, f"only applies to method={name!r} (method={self.method!r} does not "
+                                       "read it)", value, f"leave it {defaults[field]!r} for this method.")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -361,3 +373,11 @@ def ttlora_paper_settings(model_config: Any, **overrides: Any) -> AdapterSetting
 
 
 _FIELD_TYPES = typing.get_type_hints(AdapterSettings)
+AdapterSettings.__doc__ = "\n".join([
+    "Everything that defines an adapter, independent of the base model.", "",
+    *(f"{f.name}: {f.metadata['help']}." for f in dataclasses.fields(AdapterSettings)), "",
+    "TT-LoRA: the DEFAULT here (AdapterSettings(method='ttlora')) is the project's own setting: the architecture's "
+    "default targets (q, k, v, up, down), automatic factors (factorize(): about three balanced factors per side), "
+    "lora_dropout as given (0 by default; the zoo's recipes state 0.05). The PAPER's setting is the preset "
+    "AdapterSettings.preset('ttlora-paper', model_config) (see ttlora_paper_settings): q and v only, tt_rank 5, "
+    "tt_alpha 16, no dropout, the paper's hand-set factors."])

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapter_base import AdaptedLinear, is_fresh, kaiming_init, zero_init
+from .methods import MethodSpec, register_method
 from .routing import ExpertDispatch, grouped_up, jitter, route
 
 
@@ -77,7 +78,7 @@ class TalkLoRALinear(AdaptedLinear):
         order than R_eff (A x): equal up to float rounding)."""
         if self.inferring:  # dropout and jitter are off in eval mode
             return self.down_and_router(x, lambda: self.folded_router() @ self.lora_A, self.router_weight, self.talk)
-        z = F.linear(self.input_dropout(x), self.lora_A)  # (N, r)
+        z = F.linear(self.dropout(self.input_dropout, x), self.lora_A)  # (N, r)
         return z, self.router_logits(jitter(z, self.settings.router_jitter_noise, self.training))
 
     def expert_up_projection(self) -> torch.Tensor:
@@ -95,7 +96,7 @@ class TalkLoRALinear(AdaptedLinear):
         z, logits = self.code_and_logits(x.reshape(-1, self.in_features))  # (N, r), (N, E)
         probs, weights, top_idx = route(logits, self.top_k)
         self.shared.recorder.report(self.module_name, self.layer_index, lead, logits, probs, weights, top_idx)
-        weights = self.routing_dropout(weights)
+        weights = self.dropout(self.routing_dropout, weights)
         up, d = self.expert_up_projection(), self.expert_rank
         if top_idx is None:
             out = F.linear((z.view(-1, self.num_experts, d) * weights.to(z.dtype).unsqueeze(-1)).flatten(1), up)
@@ -104,4 +105,12 @@ class TalkLoRALinear(AdaptedLinear):
             dispatch = ExpertDispatch(top_idx, weights)
             codes = dispatch.gather_chunks(z.view(-1, self.num_experts, d))
             out = dispatch.combine(grouped_up(dispatch.gate(codes), up))
-        return self.output_dropout(self.scaled(out)).view(*lead, self.out_features)
+        return self.dropout(self.output_dropout, self.scaled(out)).view(*lead, self.out_features)
+
+
+register_method(MethodSpec(
+    name="talklora", label="TalkLoRA", layer_class=TalkLoRALinear, routing="token", reference="arXiv 2604.06291",
+    description="E LoRA experts whose codes talk through a mixing matrix T before the router weighs them per token",
+    default_num_experts=4, shares_banks_by_default=True, exclusive_fields=("talk_trainable",),
+    card_fields=("r", "lora_alpha", "num_experts_per_tok", "share_expert_banks", "talk_init", "talk_trainable", "router_aux_loss_coef",
+                 "router_jitter_noise")))

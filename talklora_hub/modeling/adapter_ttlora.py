@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from .adapter_base import AdaptedLinear, is_fresh
 from .adapter_settings import balanced_bins, config_error, prime_factors
+from .methods import MethodSpec, register_method
 
 
 def factorize(n: int, max_factor: int = 16) -> List[int]:
@@ -124,7 +125,7 @@ class TTLoRALinear(AdaptedLinear):
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        x = self.input_dropout(x)
+        x = self.dropout(self.input_dropout, x)
         if self.num_experts == 1:
             cores = list(self.tt_cores)  # (1, ...) broadcast over every row
             rows = x.reshape(1, -1, self.in_features)
@@ -142,3 +143,17 @@ class TTLoRALinear(AdaptedLinear):
         """alpha * delta W (D_out, D_in) of one expert, rebuilt from its cores."""
         cores = [core[expert] for core in self.tt_cores]
         return tt_reconstruct(cores, self.input_factors, self.output_factors) * self.scaling
+
+
+def _factor_arguments(name: str, settings) -> dict:
+    """The hand-set tensor-train factors (settings.tt_factors) whose key names this target, if any."""
+    factors = settings.tt_factors or {}
+    pair = next((factors[key] for key in factors if name == key or name.endswith("." + key)), None)
+    return {"input_factors": pair[0], "output_factors": pair[1]} if pair else {}
+
+
+register_method(MethodSpec(
+    name="ttlora", label="TT-LoRA", layer_class=TTLoRALinear, routing="sequence", reference="arXiv 2504.21190",
+    description="a tensor-train update; with E > 1 frozen experts, a TT-LoRA MoE routed top-1 per sequence",
+    experts_split_rank=False, layer_arguments=_factor_arguments,
+    card_fields=("tt_rank", "tt_alpha", "tt_factors", "router_noise")))

@@ -13,13 +13,7 @@ import torch
 import torch.nn as nn
 
 from .adapter_base import AdaptedLinear, SharedAdapterState, adapter_layers, is_adaptable, merged_base_module
-from .adapter_lora import LoRALinear
-from .adapter_moelora import MoELoRALinear
 from .adapter_settings import AdapterSettings, config_error, default_targets
-from .adapter_talklora import TalkLoRALinear
-from .adapter_ttlora import TTLoRALinear
-
-LAYER_CLASSES = {"lora": LoRALinear, "moelora": MoELoRALinear, "talklora": TalkLoRALinear, "ttlora": TTLoRALinear}
 
 
 def candidate_module_names(model: nn.Module) -> List[str]:
@@ -70,19 +64,15 @@ def inject_adapters(model: nn.Module, settings: AdapterSettings, shared: SharedA
     name_prefix: the path of `model` inside the top model, so recorded routing names are full names.
     Returns {dotted name inside `model`: adapter layer}.
     """
-    layer_class = LAYER_CLASSES[settings.method]
-    factors = settings.tt_factors or {}
+    spec = settings.spec  # the method's layer class and its per-target arguments (methods.py)
     layers = {}
     for name in find_target_modules(model, settings.target_modules, model_type):
         parent_name, _, leaf = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         base = getattr(parent, leaf)
         full_name = f"{name_prefix}.{name}" if name_prefix else name
-        extra = {}
-        if settings.method == "ttlora":
-            pair = next((factors[k] for k in factors if _matches(name, k)), None)
-            extra = {"input_factors": pair[0], "output_factors": pair[1]} if pair else {}
-        layer = layer_class(base, full_name, settings, shared, **extra)
+        extra = spec.layer_arguments(name, settings) if spec.layer_arguments is not None else {}
+        layer = spec.layer_class(base, full_name, settings, shared, **extra)
         setattr(parent, leaf, layer)
         layers[name] = layer
     return layers

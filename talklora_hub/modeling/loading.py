@@ -281,3 +281,28 @@ def load_adapter_only(cls, path, config, kwargs: Dict[str, Any]):
     model = cls(config, base_model=base)
     load_adapter_tensors(model, load_file(cached_file(str(path), ADAPTER_WEIGHTS, **hub_kwargs(kwargs))), source)
     return model.eval()
+
+
+def save_adapter_only(model, folder: Path) -> None:
+    """Writes model's adapter tensors (ADAPTER_WEIGHTS) and a config.json naming its pinned base (repo id, commit,
+    weight fingerprint) into folder; load_adapter_only reads them back onto that base."""
+    from safetensors.torch import save_file
+
+    from .fingerprint import base_fingerprint
+
+    config = model.config
+    if not has_pinned_base(config):
+        raise config_error(
+            "adapter_only", "needs the base named by a Hub repo id and a commit sha (config.base_model_name_or_path, "
+            "config.base_model_revision)", f"{config.base_model_name_or_path!r} @ {config.base_model_revision!r}",
+            "load the base with from_base(repo_id, adapter, revision=<commit sha>) (or set both fields), or save "
+            "the full model (adapter_only=False).")
+    tensors = {k: v.contiguous().cpu() for k, v in model.adapter_state_dict().items()}
+    save_file(tensors, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    saved = copy.deepcopy(config)  # the model's own config stays a full model's
+    saved.adapter_only = True
+    saved.base_model_fingerprint = base_fingerprint(model)
+    saved.architectures = [type(model).__name__]
+    saved.save_pretrained(folder)
+    if model.can_generate() and getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(folder)

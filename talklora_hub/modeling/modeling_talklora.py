@@ -12,7 +12,6 @@ Part of the bundle that travels inside every saved model.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import shutil
 from pathlib import Path
@@ -27,10 +26,10 @@ from .adapter_base import AdaptedLinear, SharedAdapterState, adapter_layers
 from .adapter_settings import AdapterSettings, config_error
 from .adapter_state import adapter_state_dict, adapter_tensor_names, count_parameters, set_adapter_trainable
 from .configuration_talklora import TalkLoRAConfig
-from .fingerprint import base_fingerprint
 from .injection import inject_adapters, merge_adapters
-from .loading import (ADAPTER_WEIGHTS, check_adapter_loaded, corrupt_weights_error, explain_weight_mismatch,
-                      has_pinned_base, hub_commit, hub_kwargs, load_adapter_only)
+from .methods import plugin_files
+from .loading import (check_adapter_loaded, corrupt_weights_error, explain_weight_mismatch, hub_commit, hub_kwargs,
+                      load_adapter_only, save_adapter_only)
 from .saving import owned_by_model_save, recover_interrupted_save, staged_directory
 from .outputs import CACHE_FIELD, SEQUENCE_ARGS_DOC, TalkLoRAHeadOutput, TalkLoRAModelOutput  # noqa: F401 (CACHE_FIELD re-exported)
 from .routing import RoutingTrace
@@ -85,7 +84,14 @@ class TalkLoRAPreTrainedModel(SequenceRoutingMixin, PreTrainedModel):
 
     @property
     def adapter_settings(self) -> AdapterSettings:
-        return self.config.adapter_settings
+        # Parsed once per value of config.adapter, not on every forward: parsing validates every field (slow per
+        # decoding step), and torch.compile cannot trace it (dataclasses.fields: a graph break in every forward).
+        # Compiled code skips the check: a graph is specialised to its settings anyway.
+        held = self.__dict__.get("_held_adapter_settings")
+        if held is None or (not torch.compiler.is_compiling() and held[0] != repr(self.config.adapter)):
+            held = (repr(self.config.adapter), self.config.adapter_settings)
+            self.__dict__["_held_adapter_settings"] = held
+        return held[1]
 
     def get_input_embeddings(self) -> nn.Module:
         return self.inner_model.get_input_embeddings()
@@ -173,7 +179,7 @@ class TalkLoRAPreTrainedModel(SequenceRoutingMixin, PreTrainedModel):
         base-architecture model, which saves and loads without remote code."""
         settings = self.adapter_settings
         if not settings.is_mergeable:
-            kind = "sequence-routed TT-LoRA MoE" if settings.is_sequence_routed else settings.method
+            kind = f"sequence-routed {settings.spec.label} MoE" if settings.is_sequence_routed else settings.method
             raise ValueError(
                 f"A {kind} adapter cannot be merged into the base weights: the update depends on the input "
                 "(routing weights per token, or an expert chosen per sequence), so no single weight matrix "
@@ -193,6 +199,14 @@ class TalkLoRAPreTrainedModel(SequenceRoutingMixin, PreTrainedModel):
         self.load_adapter(kwargs.get("adapter_name"))
 
     # ---- routing --------------------------------------------------------------------------
+    def method_info(self) -> Dict[str, Any]:
+        """What this model's own code says about its method, for readers that carry no method tables (the Space):
+        {"method", "label", "title", "routing": "none" | "token" | "sequence", "num_experts"}."""
+        settings = self.adapter_settings
+        spec = settings.spec
+        return {"method": settings.method, "label": spec.label, "title": spec.title, "routing": settings.routing,
+                "num_experts": settings.num_experts}
+
     def routed_module_names(self) -> List[str]:
         """Dotted names of the token-routed adapter layers, in module order."""
         if not self.adapter_settings.is_routed:
@@ -261,7 +275,8 @@ class TalkLoRAPreTrainedModel(SequenceRoutingMixin, PreTrainedModel):
         """(batch * new tokens,) True for real tokens: the attention mask's columns of this step."""
         mask = kwargs.get("attention_mask")
         ids = kwargs.get("input_ids", kwargs.get("inputs_embeds"))
-        if mask is None or ids is None or mask.dim() != 2:
+        # Continuous batching passes prepared masks (4D, or a dict per layer type): no per-token mask to read.
+        if not isinstance(mask, torch.Tensor) or ids is None or mask.dim() != 2:
             return None
         return mask[:, -ids.shape[1]:].bool().reshape(-1)
 
@@ -327,37 +342,21 @@ class TalkLoRAPreTrainedModel(SequenceRoutingMixin, PreTrainedModel):
             raise ValueError("`push_to_hub` is not supported in save_pretrained; call model.push_to_hub(repo_id) "
                              "or talklora_hub's push, which upload a complete snapshot in one commit.")
         bundle = {p.name for p in BUNDLE_DIR.glob("*.py") if p.name != "__init__.py"}
+        plugins = plugin_files(self.adapter_settings.method)  # a method defined outside the bundle travels too
 
         def keep(name: str) -> bool:
-            return not owned_by_model_save(name) and name not in bundle and name != "config.json"
+            return (not owned_by_model_save(name) and name not in bundle and name not in plugins
+                    and name != "config.json")
 
         with staged_directory(save_directory, keep_existing=keep) as staging:
             if adapter_only:
-                self._save_adapter_only(staging)
+                save_adapter_only(self, staging)
             else:
                 super().save_pretrained(staging, *args, **kwargs)
             for name in bundle:
                 shutil.copyfile(BUNDLE_DIR / name, staging / name)
-
-    def _save_adapter_only(self, folder: Path) -> None:
-        from safetensors.torch import save_file
-
-        config = self.config
-        if not has_pinned_base(config):
-            raise config_error(
-                "adapter_only", "needs the base named by a Hub repo id and a commit sha (config.base_model_name_or_path, "
-                "config.base_model_revision)", f"{config.base_model_name_or_path!r} @ {config.base_model_revision!r}",
-                "load the base with from_base(repo_id, adapter, revision=<commit sha>) (or set both fields), or save "
-                "the full model (adapter_only=False).")
-        tensors = {k: v.contiguous().cpu() for k, v in self.adapter_state_dict().items()}
-        save_file(tensors, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-        saved = copy.deepcopy(config)  # the model's own config stays a full model's
-        saved.adapter_only = True
-        saved.base_model_fingerprint = base_fingerprint(self)
-        saved.architectures = [type(self).__name__]
-        saved.save_pretrained(folder)
-        if self.can_generate() and getattr(self, "generation_config", None) is not None:
-            self.generation_config.save_pretrained(folder)
+            for name, text in plugins.items():
+                (staging / name).write_text(text)
 
 
 class _BackboneHolder(nn.Module):

@@ -16,8 +16,31 @@ from .adapter_settings import config_error
 from .outputs import CACHE_NAMES
 
 
+def packed_sequences_error(argument: str, value: Any) -> ValueError:
+    """Why a TT-LoRA MoE refuses packed sequences (continuous batching, padding-free batches), and the fix."""
+    return config_error(
+        argument, "cannot be used with a TT-LoRA MoE (method='ttlora', num_experts > 1): it routes each SEQUENCE to "
+        "one expert, chosen on its prompt and held for every new token, but packed batches put the tokens of many "
+        "sequences in one row and a decoding step never says which sequence a token belongs to, so no expert can be "
+        "held per sequence", value,
+        "generate with model.generate() (batched, left-padded prompts each keep their own expert), and serve with "
+        "`talklora-hub serve MODEL` (it turns continuous batching off for a TT-LoRA MoE) or `transformers serve` "
+        "without --continuous-batching.")
+
+
 class SequenceRoutingMixin:
     """Needs from the model: adapter_settings, adapter_shared, sequence_router, inner_model, disable_adapter()."""
+
+    def init_continuous_batching(self, *args, **kwargs):
+        """transformers' continuous batching (generate_batch, serve --continuous-batching) for token-routed and
+        static adapters; a TT-LoRA MoE refuses it up front (see packed_sequences_error)."""
+        if self.sequence_router is not None:
+            raise packed_sequences_error("init_continuous_batching (generate_batch, serve --continuous-batching)",
+                                         f"method='ttlora', num_experts={self.adapter_settings.num_experts}")
+        parent = getattr(super(), "init_continuous_batching", None)
+        if parent is None:  # a model without GenerationMixin (the bare backbone, a classifier)
+            raise AttributeError(f"{type(self).__name__} does not generate: use TalkLoRAForCausalLM.")
+        return parent(*args, **kwargs)
 
     @torch.no_grad()
     def route_sequences(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
@@ -58,6 +81,8 @@ class SequenceRoutingMixin:
         made on the prompt and held for every new token: with a non-empty cache nothing is re-routed.
         Returns the router's logits (batch, E), or None when the held choice serves."""
         shared = self.adapter_shared
+        if kwargs.get("cu_seq_lens_q") is not None:  # packed sequences (continuous batching, padding-free training)
+            raise packed_sequences_error("cu_seq_lens_q", f"{kwargs['cu_seq_lens_q'].numel() - 1} packed sequences")
         reference = kwargs.get("input_ids", kwargs.get("inputs_embeds"))
         batch = None if reference is None else reference.shape[0]
         forced = None if sequence_experts is None else self._checked_experts(sequence_experts, batch)
@@ -73,8 +98,8 @@ class SequenceRoutingMixin:
                     "sequence_experts=(batch,) expert indices.")
             return None
         mask = router_attention_mask if router_attention_mask is not None else kwargs.get("attention_mask")
-        if mask is not None and mask.dim() != 2:
-            mask = None  # a prepared 4D mask: the router reads the last position
+        if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+            mask = None  # none, or a prepared 4D mask (or a dict of them): the router reads the last position
         backbone = self.inner_model.base_model if hasattr(self.inner_model, "base_model") else self.inner_model
         backbone_args = {k: kwargs[k] for k in ("input_ids", "inputs_embeds") if k in kwargs}
         if mask is not None:

@@ -22,6 +22,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ..analysis.routing_stats import balance_summary, layer_load_matrix
 from ..data.metrics import majority_baseline, wilson_interval
+from ..modeling.methods import CARD_FIELDS, method_spec
 
 # Inside the package (package-data), so a pip-installed talklora_hub renders cards too.
 TEMPLATES = Path(os.environ.get("TALKLORA_CARD_TEMPLATES", Path(__file__).resolve().parent / "templates"))
@@ -159,11 +160,8 @@ def render_card(kind: str, **context: Any) -> str:
 def adapter_rows(adapter: Dict[str, Any], targets: Optional[List[str]] = None) -> List[tuple]:
     """(setting, value) rows; `targets` (the adapted modules' names) replaces a None target_modules."""
     adapter = {**adapter, "target_modules": adapter.get("target_modules") or targets}
-    keep = ("method", "r", "num_experts", "num_experts_per_tok", "lora_alpha", "lora_dropout", "target_modules",
-            "share_expert_banks", "talk_init", "router_aux_loss_coef", "router_jitter_noise")
-    if adapter.get("method") == "ttlora":
-        keep = ("method", "num_experts", "tt_rank", "tt_alpha", "tt_factors", "target_modules", "lora_dropout")
-    return [(k, adapter.get(k)) for k in keep]
+    spec = method_spec(adapter.get("method"))  # the method's own rows (methods.py); none for an unknown method
+    return [(k, adapter.get(k)) for k in CARD_FIELDS + (spec.card_fields if spec is not None else ())]
 
 
 # ---- what a card says about the base, the training and the tasks (no local paths) ---------------------

@@ -52,8 +52,7 @@ def _common_context(model, repo_id: str, result, routing, picture) -> Dict[str, 
 
 def _summary(kind: str, model, task: Optional[str], result: Optional[Dict[str, Any]] = None) -> str:
     s = model.adapter_settings
-    what = {"lora": "LoRA", "moelora": "MoELoRA", "talklora": "TalkLoRA (arXiv 2604.06291)",
-            "ttlora": "TT-LoRA (arXiv 2504.21190)"}[s.method]
+    what = s.spec.title
     experts = f" with {s.num_experts} experts" if s.num_experts > 1 else ""
     tasks = task.split("+") if isinstance(task, str) else []
     on = f" on the task{'s' if len(tasks) > 1 else ''} {', '.join(f'`{t}`' for t in tasks)}" if tasks else ""
@@ -108,7 +107,8 @@ def publish_model(model, tokenizer, repo_id: str, result: Optional[Dict[str, Any
                        card_data=card_data("model", head, model.adapter_settings.method,
                                            model.config.base_model_name_or_path, result, repo_id, license))
         (repo / "README.md").write_text(render_card("model", **context))
-        entry = {"kind": "model", "method": model.adapter_settings.method, "head": head,
+        entry = {"kind": "model", "method": model.adapter_settings.method,
+                 "method_label": model.adapter_settings.spec.label, "head": head,
                  "base": hub_base_id(model.config.base_model_name_or_path, result), "task": task or _task_names(result),
                  "headline": _headline(result)}
         return _finish(repo, repo_id, "model", f"Publish {model.adapter_settings.method} model", private, api,
@@ -146,7 +146,8 @@ def publish_expert(model, repo_id: str, task: Optional[str] = None, result: Opti
                        card_data=card_data("expert", meta["head"], model.adapter_settings.method,
                                            meta["base_model"]["repo_id"], result, repo_id, license))
         (repo / "README.md").write_text(render_card("expert", **context))
-        entry = {"kind": "expert", "method": model.adapter_settings.method, "head": meta["head"],
+        entry = {"kind": "expert", "method": model.adapter_settings.method,
+                 "method_label": model.adapter_settings.spec.label, "head": meta["head"],
                  "base": meta["base_model"]["repo_id"], "task": task, "headline": _headline(result)}
         return _finish(repo, repo_id, "model", f"Publish {model.adapter_settings.method} expert", private, api,
                        entry, zoo_repo)

@@ -21,7 +21,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..analysis.module_names import layer_index_of
 from .errors import SpaceError
-from .models import METHOD_LABELS, LoadedModel
+from .models import LoadedModel
 
 
 @dataclass
@@ -120,10 +120,10 @@ def _model_notes(loaded: LoadedModel) -> List[str]:
         return [f"`{loaded.model_id}` is not a talklora_hub adapter model (its config has no `adapter`): "
                 "there are no experts and no routing to show, only its tokens."]
     if loaded.sequence_routed:
-        return ["TT-LoRA MoE routes whole sequences, not tokens: the router reads the frozen base model's "
+        return [f"{loaded.label or loaded.method} MoE routes whole sequences, not tokens: the router reads the frozen base model's "
                 "state at the last token and one expert serves every token. See *Expert per sequence*."]
     if not loaded.token_routed:
-        name = METHOD_LABELS.get(loaded.method, loaded.method)
+        name = loaded.label or loaded.method
         return [f"`{loaded.model_id}` is a plain {name} adapter: one static update applied to every token, with "
                 "no experts and no routing to show. Pick a TalkLoRA, MoELoRA or TT-LoRA MoE model to see routing."]
     return []

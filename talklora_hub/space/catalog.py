@@ -12,7 +12,7 @@ import re
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .models import METHOD_LABELS, model_label
+from .models import model_label
 
 MODELS_ENV = "TALKLORA_SPACE_MODELS"            # "id1,id2": the models the picker offers
 ALLOW_ANY_ENV = "TALKLORA_SPACE_ALLOW_ANY_MODEL"  # "1": also accept ids typed by the user
@@ -83,9 +83,9 @@ def _as_choice(entry: Any) -> Optional[ModelChoice]:
         if not model_id:
             return None
         label = entry.get("label") or model_label(str(model_id))
-        method = entry.get("method")
+        method = entry.get("method_label") or entry.get("method")  # the label the publisher wrote, else the name
         if method and not entry.get("label"):
-            label = f"{label} ({METHOD_LABELS.get(method, method)})"
+            label = f"{label} ({method})"
         return (str(label), str(model_id))
     return None
 

@@ -1,4 +1,5 @@
-"""Recipes: multi-run experiments built from train().
+"""The TT-LoRA MoE protocol (arXiv 2504.21190) as one multi-run experiment built from train() (the zoo's own
+recipes, one per shipped entry, are talklora_hub/zoo/recipes.py).
 
 ttlora_moe_recipe reproduces the TT-LoRA MoE protocol (arXiv 2504.21190) on our tasks:
   1. stage 1: one single-expert TT-LoRA per task (method "ttlora", num_experts=1), each saved;

@@ -13,10 +13,11 @@ from transformers import AutoModelForCausalLM
 from talklora_hub import AdapterSettings, TalkLoRAForCausalLM, TalkLoRAForSequenceClassification
 from talklora_hub.modeling import saving
 from talklora_hub.modeling.loading import AdapterLoadError
+from talklora_hub.modeling.methods import method_names
 
 from .conftest import tiny_base
 
-METHODS = ["lora", "moelora", "talklora", "ttlora"]
+METHODS = method_names()  # every registered method (methods.py)
 
 
 def _wrapped(method: str, cls=TalkLoRAForCausalLM, head: str = "causal"):

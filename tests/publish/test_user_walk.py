@@ -18,7 +18,7 @@ from ..train.helpers import save_tiny_llama
 from ..train.test_cli_train_file import write_topics
 
 
-def test_csv_to_train_to_push_to_load_by_repo_id_to_train_more(hub, tmp_path, capsys):
+def test_csv_to_train_to_push_to_load_by_repo_id_to_train_more_to_the_space(hub, tmp_path, capsys):
     api = hub.api()
     base_folder = save_tiny_llama(tmp_path / "base")
     api.create_repo("user/walk-base", exist_ok=True)
@@ -64,3 +64,13 @@ def test_csv_to_train_to_push_to_load_by_repo_id_to_train_more(hub, tmp_path, ca
     assert changed and changed <= set(more.adapter_tensor_names())
     result = json.loads((run / "train_result.json").read_text())
     assert "topics" in result["metrics"]
+
+    # Served in the Space: loaded by repo id (the model's own code), every token routed in every adapted layer.
+    from talklora_hub.space.capture import analyze_text
+    from talklora_hub.space.models import load_model
+
+    loaded = load_model("user/topics-walk")
+    assert loaded.kind == "TalkLoRA · 4 experts per token"
+    routing = analyze_text(loaded, "the match went to extra time")
+    assert routing.weights.shape[0] == len(trained.routed_module_names()) and routing.weights.shape[-1] == 4
+    assert routing.weights.shape[1] == len(routing.tokens)

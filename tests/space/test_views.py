@@ -282,7 +282,8 @@ def test_generation_keeps_the_prompt_end_when_too_long(loaded):
 
 def test_zoo_index_lists_full_causal_models(tmp_path, monkeypatch):
     index = {"entries": {
-        "me/tiny-talklora": {"repo_id": "me/tiny-talklora", "kind": "model", "method": "talklora", "head": "causal"},
+        "me/tiny-talklora": {"repo_id": "me/tiny-talklora", "kind": "model", "method": "talklora",
+                             "method_label": "TalkLoRA", "head": "causal"},
         "me/tiny-expert": {"repo_id": "me/tiny-expert", "kind": "expert", "method": "moelora"},
         "me/tiny-router": {"repo_id": "me/tiny-router", "kind": "router", "method": "ttlora-moe"},
         "me/tiny-cls": {"repo_id": "me/tiny-cls", "kind": "model", "method": "lora", "head": "seqcls"},
@@ -321,9 +322,11 @@ def test_model_choices_come_from_list_zoo_and_readme(tmp_path, monkeypatch, inde
     monkeypatch.setenv(catalog.MODELS_ENV, "org/c, org/a")
     assert [m for _, m in catalog.resolve_model_choices(None, str(readme))] == ["org/c", "org/a"]
     try:
-        catalog.register_zoo_lister(lambda: [{"repo_id": "zoo/d", "method": "moelora"}, "org/c"])
+        catalog.register_zoo_lister(lambda: [{"repo_id": "zoo/d", "method": "moelora", "method_label": "MoELoRA"},
+                                             "org/c", {"repo_id": "zoo/e", "method": "newmethod"}])
         choices = catalog.resolve_model_choices(["org/x"], str(readme))
-        assert choices == [("org/x", "org/x"), ("zoo/d (MoELoRA)", "zoo/d"), ("org/c", "org/c")]
+        assert choices == [("org/x", "org/x"), ("zoo/d (MoELoRA)", "zoo/d"), ("org/c", "org/c")] + [
+            ("zoo/e (newmethod)", "zoo/e")]  # an index entry without a label shows the method's name
     finally:
         catalog.clear_zoo_listers()
     local = tmp_path / "my-model"

@@ -54,7 +54,7 @@ def test_the_older_flags_keep_working():
 
 def test_ttlora_moe_options_default_to_the_recipe_settings():
     from talklora_hub.cli.train import _fields
-    from talklora_hub.train.recipes import RecipeSettings
+    from talklora_hub.train.ttlora_moe_protocol import RecipeSettings
 
     args = build_parser().parse_args(["train", "ttlora-moe", "--base", "b", "--task", "spam,fortune_topic"])
     assert RecipeSettings(**_fields(args, RecipeSettings)) == RecipeSettings()

@@ -135,7 +135,7 @@ def test_freeze_experts_needs_a_moe(experts):
 
 
 def test_recipe_runs_end_to_end_on_tiny_pieces(tmp_path):
-    from talklora_hub.train.recipes import RecipeSettings, ttlora_moe_recipe
+    from talklora_hub.train.ttlora_moe_protocol import RecipeSettings, ttlora_moe_recipe
 
     from .helpers import save_tiny_llama
 

@@ -18,9 +18,6 @@ import torch
 
 from .errors import SpaceError
 
-TOKEN_ROUTED_METHODS = ("moelora", "talklora")
-METHOD_LABELS = {"talklora": "TalkLoRA", "moelora": "MoELoRA", "lora": "LoRA", "ttlora": "TT-LoRA"}
-
 MAX_TOKENS_ENV = "TALKLORA_SPACE_MAX_TOKENS"      # cap on tokens read per request (CPU Spaces)
 MAX_LOADED_ENV = "TALKLORA_SPACE_MAX_LOADED"      # models kept in memory at once
 DEFAULT_MAX_TOKENS = 512
@@ -37,7 +34,9 @@ def model_label(model_id: str) -> str:
 @dataclass
 class LoadedModel:
     """A model ready to read text. method is None for a model that is not a talklora_hub adapter;
-    max_tokens: the most tokens one request reads, limit_reason: why (context length or the Space's cap)."""
+    max_tokens: the most tokens one request reads, limit_reason: why (context length or the Space's cap);
+    label and routing ("none" | "token" | "sequence"): what the model's own code says (method_info), so the
+    Space keeps no table of methods and shows a new method's routing as soon as a model brings it."""
 
     model_id: str
     model: Any
@@ -46,25 +45,45 @@ class LoadedModel:
     num_experts: int
     max_tokens: int
     limit_reason: str
+    label: str = ""
+    routing: str = "none"
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one request at a time per model
 
     @property
     def token_routed(self) -> bool:
-        return self.method in TOKEN_ROUTED_METHODS
+        return self.method is not None and self.routing == "token"
 
     @property
     def sequence_routed(self) -> bool:
-        return self.method == "ttlora" and self.num_experts > 1
+        return self.method is not None and self.routing == "sequence"
 
     @property
     def kind(self) -> str:
+        label = self.label or self.method
         if self.method is None:
             return "not a talklora_hub model"
         if self.sequence_routed:
-            return f"TT-LoRA MoE · {self.num_experts} experts, one per sequence"
+            return f"{label} MoE · {self.num_experts} experts, one per sequence"
         if self.token_routed:
-            return f"{METHOD_LABELS[self.method]} · {self.num_experts} experts per token"
-        return f"{METHOD_LABELS.get(self.method, self.method)} · static update, no routing"
+            return f"{label} · {self.num_experts} experts per token"
+        return f"{label} · static update, no routing"
+
+
+def method_info(model: Any, method: Optional[str], num_experts: int) -> dict:
+    """{"label", "routing"} from the model's own code: its method_info(), or for a model saved by an older
+    talklora_hub (no method_info) what its routing hooks show."""
+    if method is None:
+        return {"label": "", "routing": "none"}
+    if hasattr(model, "method_info"):
+        info = model.method_info()
+        return {"label": info["label"], "routing": info["routing"]}
+    if getattr(model, "sequence_router", None) is not None:
+        routing = "sequence"
+    elif hasattr(model, "routed_module_names") and model.routed_module_names():
+        routing = "token"
+    else:
+        routing = "none"
+    return {"label": method, "routing": routing}
 
 
 def _hub_endpoint() -> str:
@@ -142,7 +161,8 @@ def load_model(model_id: str, max_tokens_cap: Optional[int] = None) -> LoadedMod
         limit, reason = int(positions), f"its context length ({positions} positions)"
     else:
         limit, reason = cap, f"this Space's cap of {cap} tokens per request"
-    return LoadedModel(model_id, model, tokenizer, method, num_experts, limit, reason)
+    return LoadedModel(model_id, model, tokenizer, method, num_experts, limit, reason,
+                       **method_info(model, method, num_experts))
 
 
 class ModelCache:
