@@ -1,6 +1,6 @@
 """The `talklora-hub` command line.
 
-The top of the package: one module here per area (walk, data, train, hub, publish, peft, zoo, space), each
+The top of the package: one module here per area (walk, data, train, hub, publish, peft, zoo, space, serve), each
 exposing `register(subparsers)`; this file only wires them together. Command modules parse arguments and
 call the library; they may import any package, and no package imports them."""
 
@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "talklora_hub.cli.peft",
     "talklora_hub.cli.zoo",
     "talklora_hub.cli.space",
+    "talklora_hub.cli.serve",
 )
 
 
