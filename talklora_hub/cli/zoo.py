@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from . import add_command_group
+from .verbosity import add_verbose_flag, third_party_output, wants_verbose
 
 
 def register(subparsers) -> None:
@@ -18,6 +20,7 @@ def register(subparsers) -> None:
     build.add_argument("--zoo-dir", default=None, help="the shipped entries (default: the repository's zoo/)")
     build.add_argument("--port", type=int, default=0, help="Hub port (default: a free one)")
     build.add_argument("--no-serve", action="store_true", help="stop after loading the model back (no Space)")
+    add_verbose_flag(build)
     build.set_defaults(func=cmd_build)
 
     retrain = actions.add_parser("retrain", help="train, score and ship the zoo's entries from their recipes "
@@ -58,9 +61,16 @@ def register(subparsers) -> None:
 def cmd_build(args) -> int:
     from ..jobs.zoo_build import PublishPlan, main_job
 
+    try:
+        verbose = wants_verbose(args.verbose)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     plan = PublishPlan(root=Path(args.root).resolve(), zoo_dir=Path(args.zoo_dir) if args.zoo_dir else None,
-                       port=args.port)
-    main_job(plan, serve=not args.no_serve)
+                       port=args.port, verbose=verbose)
+    # The Space and the fresh interpreter inherit the quiet through the environment it sets.
+    with third_party_output(verbose):
+        main_job(plan, serve=not args.no_serve)
     return 0
 
 

@@ -19,6 +19,8 @@ import importlib.util
 import json
 import os
 import shutil
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -116,13 +118,35 @@ def bootstrap_base_models(cache_dir=None, names: list[str] | None = None, verify
     return done
 
 
+@contextmanager
+def _gguf_bar_follows_transformers():
+    """transformers' GGUF converter draws its "Converting and de-quantizing GGUF tensors" bar with plain
+    tqdm, ignoring transformers' own progress switch; within the block it obeys that switch."""
+    from transformers.utils import logging as transformers_logging
+
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # from_pretrained will say what is missing, better than we could here
+        gguf_utils = None
+    if gguf_utils is None or transformers_logging.is_progress_bar_enabled():
+        yield
+        return
+    drawn = gguf_utils.tqdm
+    gguf_utils.tqdm = partial(drawn, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = drawn
+
+
 def _build_smollm2(gguf_path: Path, out: Path, verify: bool) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     folder, gguf_file = str(gguf_path.parent), gguf_path.name
-    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    with _gguf_bar_follows_transformers():
+        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     config = quantized.config
     # Without this key the fresh model is a plain fp32 Llama that save_pretrained accepts.
     if hasattr(config, "quantization_config"):

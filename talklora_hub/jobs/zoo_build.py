@@ -9,7 +9,11 @@ Steps (each reuses what an earlier run left on the same Hub root; an unchanged p
    "model" entries as full models (the Space and AutoModel load them), "expert" entries adapter-only,
    pinned to the base repo's commit; then update the zoo index;
 4. load the Space's default model by repo id where talklora_hub cannot be imported and print its routing;
-5. serve the Space until interrupted (--no-serve skips it).
+5. print the closing table (zoo_summary.py: every entry, every task's accuracy with its interval, its card's
+   URL) and serve the Space until interrupted (--no-serve skips it).
+
+Each long stage draws one progress bar of our own; a line per published repo is printed only with
+`verbose` (the CLI's --verbose, which also lets the libraries' own bars and messages through).
 """
 
 from __future__ import annotations
@@ -27,53 +31,76 @@ from typing import Any, Dict, List, Optional
 from tqdm.auto import tqdm
 
 from .walkthrough import BLOCK_OWN_PACKAGE
+from .zoo_summary import closing_lines
 from ..zoo.retrain import comparison as compare_with_baselines
 from ..zoo.shipped import default_zoo_dir, load_baselines, read_record, shipped_entries
 
 # Hub repo names of the offline base models, by bootstrap name.
 BASE_REPOS = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct", "all-minilm-l6-v2": "all-MiniLM-L6-v2"}
 SPACE_DEFAULT = "smollm2-talklora-mixture"
+SPACE_PORT = 7860  # passed to `space serve` explicitly, so the URL printed is the one it binds
 ROUTING_PROBE = "Congratulations! You have won a free cruise. Reply now to claim your prize."
 
 
 @dataclasses.dataclass
 class PublishPlan:
-    """root: the Hub's data and caches; zoo_dir: the shipped entries; port: 0 picks a free one."""
+    """root: the Hub's data and caches; zoo_dir: the shipped entries; port: 0 picks a free one; verbose: a
+    line per published repo and the fresh interpreter's load messages."""
 
     root: Path
     zoo_dir: Optional[Path] = None
     port: int = 0
+    verbose: bool = False
 
 
 def _say(message: str) -> None:
     tqdm.write(f"[zoo] {message}")
 
 
-def publish_bases(api, user: str, names: List[str]) -> Dict[str, Dict[str, str]]:
-    """The offline base models as plain repos; returns {bootstrap name: {"repo_id", "revision"}}."""
+def _stage(items, desc: str, unit: str):
+    """One bar per long stage; the item being worked on shows as its postfix."""
+    return tqdm(items, desc=desc, unit=unit, dynamic_ncols=True)
+
+
+def _pushed(kind: str, pushed, verbose: bool) -> None:
+    if verbose:
+        _say(f"{kind:6} {pushed.repo_id}@{pushed.commit[:10]} ({'new commit' if pushed.changed else 'unchanged'})")
+
+
+def publish_bases(api, user: str, names: List[str], verbose: bool = False) -> Dict[str, Dict[str, str]]:
+    """The offline base models as plain repos; returns {bootstrap name: {"repo_id", "revision", "changed"}}."""
     from ..data.base_models import base_model_path
     from ..publish.push import push_folder
 
     bases = {}
-    for name in names:
+    bar = _stage(names, "publish bases", "repo")
+    for name in bar:
+        bar.set_postfix_str(BASE_REPOS[name])
         pushed = push_folder(base_model_path(name), f"{user}/{BASE_REPOS[name]}", api=api,
                              commit_message=f"Base model {BASE_REPOS[name]} (from the offline wheel)")
-        bases[name] = {"repo_id": pushed.repo_id, "revision": pushed.commit}
-        _say(f"base {pushed.repo_id}@{pushed.commit[:10]} ({'uploaded' if pushed.changed else 'already there'})")
+        bases[name] = {"repo_id": pushed.repo_id, "revision": pushed.commit, "changed": pushed.changed}
+        _pushed("base", pushed, verbose)
     return bases
 
 
-def publish_datasets(api, user: str, tasks: List[str]) -> Dict[str, str]:
-    """Every task as a dataset repo that datasets.load_dataset reads; returns {task: repo id}."""
+def publish_datasets(api, user: str, tasks: List[str], verbose: bool = False,
+                     created: Optional[List[str]] = None) -> Dict[str, str]:
+    """Every task as a dataset repo that datasets.load_dataset reads; returns {task: repo id}. The repos this
+    call created are appended to `created`."""
     from ..data import load_task
 
     repos = {}
-    for task in tasks:
+    bar = _stage(tasks, "publish datasets", "repo")
+    for task in bar:
         repo = f"{user}/task-{task.replace('_', '-')}"
+        bar.set_postfix_str(repo)
         if not api.repo_exists(repo, repo_type="dataset"):
             load_task(task).push_to_hub(repo, commit_message=f"Task {task}: train/validation/test")
+            if created is not None:
+                created.append(repo)
         repos[task] = repo
-    _say(f"datasets: {', '.join(repos.values())}")
+    if verbose:
+        _say(f"datasets: {', '.join(repos.values())}")
     return repos
 
 
@@ -116,10 +143,8 @@ def _publish_router(folder: Path, record: Dict[str, Any], api, base: Dict[str, s
     result["evaluation"].append({"task": "router: task id", "split": record.get("split", "test"), "metric": "accuracy",
                                  "value": record["moe"]["router"]["accuracy"], "count": record["moe"]["router"]["n"],
                                  "dataset": None, "model_index": False})
-    pushed = publish_router(model, f"{user}/{record['name']}", experts=experts, result=result,
-                            base_repo_id=base["repo_id"], base_revision=base["revision"], api=api)
-    _say(f"router {pushed.repo_id}@{pushed.commit[:10]} ({'new commit' if pushed.changed else 'unchanged'})")
-    return pushed
+    return publish_router(model, f"{user}/{record['name']}", experts=experts, result=result,
+                          base_repo_id=base["repo_id"], base_revision=base["revision"], api=api)
 
 
 def publish_entry(folder: Path, api, bases: Dict[str, Dict[str, str]], datasets: Dict[str, str], user: str,
@@ -147,7 +172,6 @@ def publish_entry(folder: Path, api, bases: Dict[str, Dict[str, str]], datasets:
     else:
         pushed = publish_expert(model, repo, task=task, result=result, base_repo_id=base["repo_id"],
                                 base_revision=base["revision"], api=api, tokenizer=tokenizer)
-    _say(f"{record['kind']:6} {pushed.repo_id}@{pushed.commit[:10]} ({'new commit' if pushed.changed else 'unchanged'})")
     return pushed
 
 
@@ -159,17 +183,26 @@ def publish_zoo(plan: PublishPlan, hub) -> Dict[str, Any]:
                                 "`talklora-hub zoo retrain` (or check out the repository's zoo/ folder).")
     records = {name: read_record(folder) for name, folder in entries.items()}
     api, user = hub.api(), hub.user
-    bases = publish_bases(api, user, sorted({r["base"]["name"] for r in records.values()}))
-    datasets = publish_datasets(api, user, sorted({t for r in records.values() for t in r["tasks"]}))
-    published: Dict[str, Any] = {"bases": bases, "datasets": datasets, "models": [], "experts": [], "revisions": {}}
+    bases = publish_bases(api, user, sorted({r["base"]["name"] for r in records.values()}), plan.verbose)
+    new_commits = [b["repo_id"] for b in bases.values() if b["changed"]]
+    datasets = publish_datasets(api, user, sorted({t for r in records.values() for t in r["tasks"]}), plan.verbose,
+                                created=new_commits)
+    published: Dict[str, Any] = {"bases": bases, "datasets": datasets, "models": [], "experts": [], "revisions": {},
+                                 "new_commits": new_commits}
     # Routers last: they pin their experts' published commits.
     order = sorted(entries, key=lambda n: (records[n]["kind"] == "router", n))
     published["routers"] = []
-    for name in tqdm(order, desc="publish zoo", unit="entry"):
+    bar = _stage(order, "publish zoo", "entry")
+    for name in bar:
+        bar.set_postfix_str(name)
         kind = records[name]["kind"]
         pushed = publish_entry(entries[name], api, bases, datasets, user, published["revisions"])
+        _pushed(kind, pushed, plan.verbose)
         published["models" if kind == "model" else "routers" if kind == "router" else "experts"].append(pushed.repo_id)
         published["revisions"][pushed.repo_id] = pushed.commit
+        if pushed.changed:
+            published["new_commits"].append(pushed.repo_id)
+    published["records"] = records
     # The Space opens on the trained TalkLoRA mixture.
     default = f"{user}/{SPACE_DEFAULT}"
     if default in published["models"]:
@@ -179,6 +212,10 @@ def publish_zoo(plan: PublishPlan, hub) -> Dict[str, Any]:
 
 
 FRESH_LOAD = BLOCK_OWN_PACKAGE + textwrap.dedent('''
+    import logging, os
+    # Plain `logging` loggers (bitsandbytes') have no environment knob: the parent names them here.
+    for name in filter(None, os.environ.get("TALKLORA_QUIET_LOGGERS", "").split(",")):
+        logging.getLogger(name).setLevel(logging.ERROR)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     repo, text = sys.argv[1], sys.argv[2]
@@ -204,10 +241,17 @@ FRESH_LOAD = BLOCK_OWN_PACKAGE + textwrap.dedent('''
 
 def show_routing_fresh(hub, repo: str, text: str, revision: str = "main") -> None:
     """Step 4: the published model, loaded by repo id (at `revision`) where only torch + transformers are
-    importable."""
+    importable. Its stderr (the libraries' messages, quiet unless --verbose) passes through; its report is
+    printed once its bar is done, so the two do not interleave."""
     env = {**os.environ, **hub.env()}
-    subprocess.run([sys.executable, "-c", FRESH_LOAD, repo, text, revision], check=True, env=env,
-                   stdin=subprocess.DEVNULL)
+    with tqdm(total=1, desc="load back by repo id", unit="model", dynamic_ncols=True) as bar:
+        bar.set_postfix_str(f"{repo} in a fresh interpreter")
+        done = subprocess.run([sys.executable, "-c", FRESH_LOAD, repo, text, revision], env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        bar.update(done.returncode == 0)
+    print(done.stdout, end="", flush=True)
+    if done.returncode != 0:
+        raise subprocess.CalledProcessError(done.returncode, f"{sys.executable} -c FRESH_LOAD {repo} ... {revision}")
 
 
 def main_job(plan: PublishPlan, serve: bool = True) -> Dict[str, Any]:
@@ -221,18 +265,22 @@ def main_job(plan: PublishPlan, serve: bool = True) -> Dict[str, Any]:
         with hub.activate(cache_dir=plan.root / "hf-cache"):
             published = publish_zoo(plan, hub)
             entries = list_zoo(api=hub.api())
-        _say(f"zoo index {hub.user}/talklora-zoo: {len(entries)} entries")
-        for e in entries:
-            headline = e.get("headline") or {}
-            score = f"{headline['task']} {headline['metric']} {headline['value']:.3f}" if headline else ""
-            _say(f"  {e['kind']:6} {e['method']:10} {e['repo_id']:45} {score}")
+        records = published.pop("records")
+        index_repo = f"{hub.user}/talklora-zoo"
+        missing = sorted(set(published["revisions"]) - {e["repo_id"] for e in entries})
+        if missing:
+            raise RuntimeError(f"zoo index {index_repo}: every published entry must be listed; missing {missing}. "
+                               f"Fix: run the job again (the index is rewritten on every publish).")
         if published["models"]:
             default = published["models"][0]
             show_routing_fresh(hub, default, ROUTING_PROBE, published["revisions"][default])
-        _say(f"published in {time.perf_counter() - start:.0f} s")
         summary = {"endpoint": hub.endpoint, **published}
         (plan.root / "zoo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if serve and published["models"]:
+        serving = serve and bool(published["models"])
+        for line in closing_lines(records, hub.endpoint, hub.user, index_repo, time.perf_counter() - start,
+                                  len(published["new_commits"]), f"http://127.0.0.1:{SPACE_PORT}" if serving else None):
+            print(line, flush=True)
+        if serving:
             serve_space(hub, published["models"])
     return summary
 
@@ -241,8 +289,8 @@ def serve_space(hub, models: List[str]) -> None:
     """Step 5: the routing Space on the zoo's full models, until Ctrl-C."""
     env = {**os.environ, **hub.env(), "TALKLORA_SPACE_MODELS": ",".join(models),
            "TALKLORA_ZOO_INDEX": f"{hub.user}/talklora-zoo", "GRADIO_ANALYTICS_ENABLED": "False"}
-    _say("starting the routing Space (Ctrl-C stops it and the Hub)")
     try:
-        subprocess.run([sys.executable, "-m", "talklora_hub.cli", "space", "serve", "--models", *models], env=env)
+        subprocess.run([sys.executable, "-m", "talklora_hub.cli", "space", "serve", "--port", str(SPACE_PORT),
+                        "--models", *models], env=env)
     except KeyboardInterrupt:
         pass
