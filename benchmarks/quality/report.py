@@ -380,6 +380,13 @@ def write_report(folder) -> Path:
         lines += ["Learning rate chosen per variant by mean validation accuracy over tasks (seed 0): " +
                   "; ".join(f"{label(v)} {c['lr']:g} (" + ", ".join(f"{lr}: {a:.3f}" for lr, a in c["validation"].items()) + ")"
                             for v, c in lr_choice.items()) + ".", ""]
+    if (folder / "lr_search").is_dir():
+        import lr_curves
+
+        lr_curves.plot(folder)
+        plots.append("lr_curves.png")
+        lines += ["## Learning-rate search (validation split, seed 0)", ""] + lr_curves.table(folder) + [
+            "", "![learning-rate curves](lr_curves.png)", ""]
     lines += ["## (a) Accuracy", ""] + accuracy_tables(accuracy) + ["![accuracy](accuracy.png)", ""]
     lines += ["## (b) Paired comparisons", "",
               "Per-example hits of A and B on the same test examples, concatenated over seeds (and tasks), paired "

@@ -191,15 +191,30 @@ def choose_lrs(grid: Grid) -> Dict[str, Dict[str, Any]]:
     return choice
 
 
-def run_grid(grid: Grid, progress: bool = True) -> Dict[str, Any]:
-    """Runs every missing cell (lr search first when there are several lrs); returns what it did."""
+SEARCH_POLL_SECONDS = 20.0
+
+
+def wait_for_search(grid: Grid) -> None:
+    """A shard waits until the other shards have written every lr-search cell (the choice needs them all)."""
+    missing = [search_path(grid.out, v, t, lr) for v in grid.variants for t in grid.task_names for lr in grid.lrs]
+    while any(not path.is_file() for path in missing):
+        time.sleep(SEARCH_POLL_SECONDS)
+
+
+def run_grid(grid: Grid, progress: bool = True, shard: Sequence[int] = (0, 1)) -> Dict[str, Any]:
+    """Runs every missing cell (lr search first when there are several lrs); returns what it did.
+
+    shard (k, n): this process runs the k-th of every n cells, so n processes share one folder (each
+    cell is still one atomic file); after the search each shard waits for the others' search cells."""
     from tqdm.auto import tqdm
 
     check_grid_file(grid)
+    k, n = shard
     search = [(v, t, lr) for v in grid.variants for t in grid.tasks for lr in grid.lrs] if len(grid.lrs) > 1 else []
     # Seed-major: a grid stopped part-way leaves whole seeds (every variant on every task), so a partial
     # grid still compares the variants on equal terms.
     main = [(v, t, s) for s in grid.seeds for t in grid.tasks for v in grid.variants]
+    search, main = search[k::n], main[k::n]
     name = lambda t: t if isinstance(t, str) else t[0]  # noqa: E731
     done = {"trained": 0, "skipped": 0, "reused": 0}
     bar = tqdm(total=len(search) + len(main), desc="grid", unit="cell", disable=not progress, dynamic_ncols=True)
@@ -212,7 +227,10 @@ def run_grid(grid: Grid, progress: bool = True) -> Dict[str, Any]:
             write_json_atomic(path, run_cell(grid, variant, task, 0, lr, validation=True))
             done["trained"] += 1
         bar.update(1)
-    if search:
+    if len(grid.lrs) > 1:
+        if n > 1:
+            bar.set_postfix_str("waiting for the other shards' lr search")
+            wait_for_search(grid)
         chosen = choose_lrs(grid)
         write_json_atomic(grid.out / "lr_choice.json", chosen)
     else:
@@ -223,14 +241,14 @@ def run_grid(grid: Grid, progress: bool = True) -> Dict[str, Any]:
         bar.set_postfix_str(f"{variant} {name(task)} seed {seed}")
         if path.is_file():
             done["skipped"] += 1
-        elif search and seed == 0:  # the search already trained exactly this run
+        elif len(grid.lrs) > 1 and seed == 0:  # the search already trained exactly this run
             record = json.loads(search_path(grid.out, variant, name(task), lr).read_text())
             record["lr_source"] = "search"
             write_json_atomic(path, record)
             done["reused"] += 1
         else:
             record = run_cell(grid, variant, task, seed, lr)
-            record["lr_source"] = "search" if search else "fixed"
+            record["lr_source"] = "search" if len(grid.lrs) > 1 else "fixed"
             write_json_atomic(path, record)
             done["trained"] += 1
         bar.update(1)
@@ -269,12 +287,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    "models only lose to thread hand-offs on a busy machine)")
     p.add_argument("--dry-run", action="store_true", help="print the grid (settings, matched rank, cells to run) "
                    "and stop")
+    p.add_argument("--shard", default="0/1", help="K/N: run the K-th of every N cells, so N processes share one "
+                   "--out folder (e.g. 0/2 and 1/2 on two cores, each with --threads 1)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
 def _floats(text: str) -> List[float]:
     return [float(x) for x in text.split(",") if x.strip()]
+
+
+def parse_shard(text: str) -> tuple:
+    """'K/N' -> (K, N) with 0 <= K < N."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        k, n = -1, 0
+    if not 0 <= k < n:
+        raise SystemExit(f"--shard: must be K/N with 0 <= K < N (e.g. 0/2); got {text!r}. Fix: pass 0/2 to one "
+                         "process and 1/2 to the other.")
+    return k, n
 
 
 def grid_from_args(args: argparse.Namespace, scratch: Path) -> Grid:
@@ -342,7 +374,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             if args.dry_run:
                 return dry_run(grid)
             started = time.perf_counter()
-            summary = run_grid(grid, progress=not args.no_progress)
+            summary = run_grid(grid, progress=not args.no_progress, shard=parse_shard(args.shard))
     finally:
         torch.set_num_threads(threads_before)  # main() may run inside a longer process (the tests)
     summary["seconds"] = round(time.perf_counter() - started, 1)
