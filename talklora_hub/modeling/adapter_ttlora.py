@@ -52,6 +52,12 @@ def tt_contract(x: torch.Tensor, cores: Sequence[torch.Tensor], input_factors: S
     digit i_t = (i // prod_{s<t} m_s) % m_t, so core 1 the fastest-varying one. Cost is O(N * D_in * r)
     for the first core and smaller after: delta W is never materialised.
     """
+    num_in = len(input_factors)
+    return contract_outputs(contract_inputs(x, cores[:num_in], input_factors), cores[num_in:])
+
+
+def contract_inputs(x: torch.Tensor, cores: Sequence[torch.Tensor], input_factors: Sequence[int]) -> torch.Tensor:
+    """x: (B, N, D_in) through the K input cores -> (B, N, r_K), the code at the train's input/output boundary."""
     batch, tokens, _ = x.shape
     num_in = len(input_factors)
     # (B, N, P, m_1, r_0 = 1): P = the digits not yet contracted (more significant), m_1 the fastest axis.
@@ -62,11 +68,30 @@ def tt_contract(x: torch.Tensor, cores: Sequence[torch.Tensor], input_factors: S
         if t + 1 < num_in:
             # The next digit is now the least significant of what is left of the input index.
             state = state.reshape(batch, tokens, -1, input_factors[t + 1], core.shape[-1])
-    out = state.reshape(batch, tokens, -1, 1)  # (B, N, r_K, Q=1)
-    for core in cores[num_in:]:
+    return state.reshape(batch, tokens, -1)
+
+
+def contract_outputs(code: torch.Tensor, cores: Sequence[torch.Tensor]) -> torch.Tensor:
+    """code: (B, N, r_K) through the L output cores -> (B, N, D_out)."""
+    batch, tokens, _ = code.shape
+    out = code.reshape(batch, tokens, -1, 1)  # (B, N, r_K, Q=1)
+    for core in cores:
         out = torch.einsum("bnaq,bajc->bncqj", out, core)  # output index j_t appended least significant
         out = out.reshape(batch, tokens, core.shape[-1], -1)
     return out.reshape(batch, tokens, -1)
+
+
+def boundary_factors(cores: Sequence[torch.Tensor], input_factors: Sequence[int]) -> tuple:
+    """delta W = up @ down, split at the train's input/output boundary (rank r_K = tt_rank): down (B, D_in, r_K)
+    the input cores contracted with the identity, up (B, r_K, D_out) the output cores'. Then delta W x is two
+    small matmuls, x @ down @ up: the same function as tt_contract (summed in another order), at the cost of a
+    rank-r_K LoRA; a product of parameters only, so it is computed once while inferring."""
+    num_in = len(input_factors)
+    batch, d_in, rank = cores[0].shape[0], math.prod(input_factors), cores[num_in].shape[1]
+    eye = torch.eye(d_in, dtype=cores[0].dtype, device=cores[0].device).expand(batch, d_in, d_in)
+    down = contract_inputs(eye, cores[:num_in], input_factors)  # (B, D_in, r_K)
+    eye = torch.eye(rank, dtype=cores[0].dtype, device=cores[0].device).expand(batch, rank, rank)
+    return down, contract_outputs(eye, cores[num_in:])  # (B, r_K, D_out)
 
 
 def tt_reconstruct(cores: Sequence[torch.Tensor], input_factors: Sequence[int],
@@ -126,17 +151,23 @@ class TTLoRALinear(AdaptedLinear):
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x = self.dropout(self.input_dropout, x)
-        if self.num_experts == 1:
-            cores = list(self.tt_cores)  # (1, ...) broadcast over every row
-            rows = x.reshape(1, -1, self.in_features)
-        else:
+        chosen = None
+        if self.num_experts > 1:
             chosen = self.shared.sequence_experts
             if chosen is None:
                 raise RuntimeError(f"{self.module_name}: a TT-LoRA MoE layer needs the model to choose one expert per "
                                    "sequence first; call the model, not the layer.")
-            cores = [core[chosen] for core in self.tt_cores]  # (B, ...): each sequence its expert
-            rows = x.reshape(chosen.shape[0], -1, self.in_features)
-        out = tt_contract(rows, cores, self.input_factors, self.output_factors)
+        rows = x.reshape(1 if chosen is None else chosen.shape[0], -1, self.in_features)
+        if self.inferring:  # delta W never changes here: two small matmuls through its boundary factors
+            down, up = self.cached("boundary", tuple(self.tt_cores),
+                                   lambda: boundary_factors(self.tt_cores, self.input_factors))
+            if chosen is not None:
+                down, up = down[chosen], up[chosen]  # (B, D_in, r_K), (B, r_K, D_out): each sequence its expert
+            out = torch.matmul(torch.matmul(rows, down), up)
+        else:
+            # (1, ...) broadcast over every row, or (B, ...): each sequence its expert
+            cores = list(self.tt_cores) if chosen is None else [core[chosen] for core in self.tt_cores]
+            out = tt_contract(rows, cores, self.input_factors, self.output_factors)
         return self.scaled(out).reshape(*lead, self.out_features)
 
     def delta_weight(self, expert: int = 0) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""Inferring (eval mode, no grad) the routed layers cache their parameter-only products (folded up-projection,
-fused down-projection + router). The cache must never be stale: after an optimizer step, load_state_dict,
+"""Inferring (eval mode, no grad) the layers cache their parameter-only products (folded up-projection, fused
+down-projection + router; TT-LoRA's delta W split at its boundary into two small factors). The cache must never be stale: after an optimizer step, load_state_dict,
 .to() and a dtype change the output equals a fresh computation (the grad-enabled path, which never caches)."""
 
 import pytest
@@ -12,7 +12,9 @@ from .conftest import tiny_base
 
 
 def _model(method):
-    model = TalkLoRAForCausalLM.from_base(tiny_base("llama"), AdapterSettings(method=method, r=8))
+    experts = 3 if method == "ttlora-moe" else None
+    settings = AdapterSettings(method=method.replace("-moe", ""), r=8, num_experts=experts)
+    model = TalkLoRAForCausalLM.from_base(tiny_base("llama"), settings)
     with torch.no_grad():  # non-zero B, so the adapter's output matters
         for name, p in model.named_parameters():
             if "bank" in name or "lora_B" in name:
@@ -35,7 +37,7 @@ def _check(model, ids, dtype=torch.float32):
     torch.testing.assert_close(_cached(model, ids), _fresh(model, ids), **tol)
 
 
-@pytest.mark.parametrize("method", ["moelora", "talklora"])
+@pytest.mark.parametrize("method", ["moelora", "talklora", "ttlora", "ttlora-moe"])
 def test_the_cache_is_used_and_never_stale(method, input_ids):
     model = _model(method)
     _check(model, input_ids)
@@ -57,7 +59,7 @@ def test_the_cache_is_used_and_never_stale(method, input_ids):
 
     # an in-place edit of one tensor by hand
     with torch.no_grad():
-        next(p for n, p in model.named_parameters() if n.endswith("lora_A")).mul_(2.0)
+        model.get_parameter(next(n for n in model.adapter_tensor_names() if "lora_A" in n or "tt_cores" in n)).mul_(2.0)
     _check(model, input_ids)
 
     # dtype changes and back
