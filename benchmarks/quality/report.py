@@ -28,7 +28,9 @@ LABELS = {"lora": "LoRA", "lora-matched": "LoRA (param-matched)", "moelora": "Mo
           "talklora-top2-balance": "TalkLoRA top-2 + balance"}
 # (A, B): A's accuracy minus B's. The first three are the issue's; the rest are the ablations' questions.
 COMPARISONS = [("talklora", "moelora"), ("talklora", "lora"), ("moelora", "lora"), ("talklora", "lora-matched"),
-               ("talklora", "talklora-notalk"), ("talklora", "talklora-perlayer"), ("talklora-top2-balance", "talklora")]
+               ("talklora", "talklora-notalk"), ("talklora", "talklora-perlayer"), ("talklora-top2-balance", "talklora"),
+               # issue 21's "combination nobody has tried": a TalkLoRA variant against LoRA at an equal count
+               ("talklora-top2-balance", "lora-matched"), ("talklora-top2-balance", "lora")]
 ALPHA = 0.05
 
 
