@@ -79,6 +79,7 @@ CARD_FIELDS = ("method", "num_experts", "lora_dropout", "target_modules", "modul
 _HERE = Path(__file__).resolve().parent
 _REGISTRY: Dict[str, MethodSpec] = {}
 _PLUGINS_FILE = "method_plugins.py"
+_LOADED = False  # _load_methods has imported the registering files
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
@@ -100,12 +101,17 @@ def unregister_method(name: str) -> None:
 
 
 def _load_methods() -> None:
-    """Imports the files that register methods: the built-in four, and a saved model's plugins."""
+    """Imports the files that register methods: the built-in four, and a saved model's plugins. Once: method_spec
+    runs on every forward (settings.is_routed), where five import statements each time are work for nothing."""
+    global _LOADED
+    if _LOADED:
+        return
     from .adapter_lora import LoRALinear  # noqa: F401  (each adapter file registers its method on import)
     from .adapter_moelora import MoELoRALinear  # noqa: F401
     from .adapter_talklora import TalkLoRALinear  # noqa: F401
     from .adapter_ttlora import TTLoRALinear  # noqa: F401
     from .method_plugins import PLUGIN_FILES  # noqa: F401  (a saved model's own copy imports its plugin files)
+    _LOADED = True
 
 
 def method_names() -> List[str]:

@@ -69,7 +69,7 @@ class LoadedModel:
         return f"{label} · static update, no routing"
 
 
-def method_info(model: Any, method: Optional[str], num_experts: int) -> dict:
+def method_info(model: Any, method: Optional[str]) -> dict:
     """{"label", "routing"} from the model's own code: its method_info(), or for a model saved by an older
     talklora_hub (no method_info) what its routing hooks show."""
     if method is None:
@@ -162,7 +162,7 @@ def load_model(model_id: str, max_tokens_cap: Optional[int] = None) -> LoadedMod
     else:
         limit, reason = cap, f"this Space's cap of {cap} tokens per request"
     return LoadedModel(model_id, model, tokenizer, method, num_experts, limit, reason,
-                       **method_info(model, method, num_experts))
+                       **method_info(model, method))
 
 
 class ModelCache:
