@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, Dict, List, Optional, Sequence
 
-from .intervals import Accuracy, accuracy_with_interval
+from .intervals import Accuracy
+from .scoring import accuracy_and_hits
 
 # Label descriptions for the sentence-encoder zero-shot baseline, written once and not tuned on any split.
 ZERO_SHOT_LABELS = {
@@ -53,8 +54,7 @@ class BaselineResult:
 
 def _result(name: str, task: str, split: str, predictions: Sequence[int], labels: Sequence[int],
             **details) -> BaselineResult:
-    accuracy = accuracy_with_interval(predictions, labels)
-    hits = [int(p) == int(r) for p, r in zip(predictions, labels)]
+    accuracy, hits = accuracy_and_hits(predictions, labels)
     return BaselineResult(name, task, split, accuracy, hits, details)
 
 

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional
 from tqdm.auto import tqdm
 
 from .walkthrough import BLOCK_OWN_PACKAGE
+from ..publish.card_facts import CardFacts
 from .zoo_summary import closing_lines
 from ..zoo.retrain import comparison as compare_with_baselines
 from ..zoo.shipped import default_zoo_dir, load_baselines, read_record, shipped_entries
@@ -104,9 +105,12 @@ def publish_datasets(api, user: str, tasks: List[str], verbose: bool = False,
     return repos
 
 
-def card_result(record: Dict[str, Any], datasets: Dict[str, str], zoo_dir: Optional[Path] = None) -> Dict[str, Any]:
-    """The shipped record shaped for the model card: training rows, evaluation rows with intervals, the
-    baselines beside each task, datasets."""
+def card_result(record: Dict[str, Any], datasets: Dict[str, str], zoo_dir: Optional[Path] = None,
+                base_repo_id: Optional[str] = None) -> CardFacts:
+    """The shipped record's card facts (the zoo's producer; the publisher's twin is
+    publish.train_facts.facts_from_train_result): training rows, evaluation rows with intervals (and a router's
+    task-id accuracy, kept out of the metadata), the baselines beside each task, datasets. base_repo_id: the repo
+    the base was published to. The record keeps no label counts, so the card has no Task section."""
     timing, recipe, m = record.get("timing", {}), record["recipe"], record.get("machine", {})
     training = {"tasks": ", ".join(record["tasks"]), "steps": record["steps"], "batch size": recipe["batch_size"],
                 "max length (tokens)": recipe["max_length"], "learning rate": recipe["lr"], "seed": record["seed"],
@@ -114,15 +118,19 @@ def card_result(record: Dict[str, Any], datasets: Dict[str, str], zoo_dir: Optio
                 "machine": f"{m.get('cpu')} ({m.get('cores')} cores, {m.get('torch_threads')} torch threads"
                            f"{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}), torch {m.get('torch')}",
                 "retrain": f"`{record['command']}`", "same as": f"`{record['train_command']}`"}
-    rows = []
-    for task, metrics in record["metrics"].items():
-        rows.append({"task": task, "split": record.get("split", "test"), "metric": "accuracy",
-                     "value": metrics["accuracy"], "low": metrics["low"], "high": metrics["high"],
-                     "count": metrics["n"], "dataset": datasets.get(task)})
+    split = record.get("split", "test")
+    rows = [{"task": task, "split": split, "metric": "accuracy", "value": metrics["accuracy"], "low": metrics["low"],
+             "high": metrics["high"], "count": metrics["n"], "dataset": datasets.get(task)}
+            for task, metrics in record["metrics"].items()]
+    if record.get("kind") == "router":
+        router = record["moe"]["router"]
+        rows.append({"task": "router: task id", "split": split, "metric": "accuracy", "value": router["accuracy"],
+                     "count": router["n"], "dataset": None, "model_index": False})
     # The margins are recomputed from the shipped baselines, so every card reads the same figures.
     comparison = compare_with_baselines(record["metrics"], load_baselines(zoo_dir), record["base"]["name"])
-    return {"training": training, "evaluation": rows, "comparison": comparison,
-            "datasets": [datasets[t] for t in record["tasks"] if t in datasets], "record": record}
+    return CardFacts(tasks=record["tasks"], training=training, evaluation=rows, head=record.get("head"),
+                     base_name=record["base"]["name"], base_repo_id=base_repo_id, comparison=comparison,
+                     datasets=[datasets[t] for t in record["tasks"] if t in datasets] or None, result=record)
 
 
 def _publish_router(folder: Path, record: Dict[str, Any], api, base: Dict[str, str], datasets: Dict[str, str],
@@ -139,10 +147,7 @@ def _publish_router(folder: Path, record: Dict[str, Any], api, base: Dict[str, s
                for e, t in zip(record["experts"], record["tasks"])]
     model = attach_shipped(folder)
     model.config.base_model_name_or_path, model.config.base_model_revision = base["repo_id"], base["revision"]
-    result = card_result(record, datasets, folder.parent)
-    result["evaluation"].append({"task": "router: task id", "split": record.get("split", "test"), "metric": "accuracy",
-                                 "value": record["moe"]["router"]["accuracy"], "count": record["moe"]["router"]["n"],
-                                 "dataset": None, "model_index": False})
+    result = card_result(record, datasets, folder.parent, base["repo_id"])
     return publish_router(model, f"{user}/{record['name']}", experts=experts, result=result,
                           base_repo_id=base["repo_id"], base_revision=base["revision"], api=api)
 
@@ -164,7 +169,7 @@ def publish_entry(folder: Path, api, bases: Dict[str, Dict[str, str]], datasets:
     model = attach_shipped(folder)
     model.config.base_model_name_or_path, model.config.base_model_revision = base["repo_id"], base["revision"]
     tokenizer = AutoTokenizer.from_pretrained(base_model_path(record["base"]["name"]))
-    result = card_result(record, datasets, folder.parent)
+    result = card_result(record, datasets, folder.parent, base["repo_id"])
     repo = f"{user}/{record['name']}"
     task = "+".join(record["tasks"])
     if record["kind"] == "model":

@@ -1,6 +1,6 @@
 """The main job's closing table: every zoo entry, its kind, its accuracy on EVERY task it covers (a mixture
 covers three) with the 95% interval, and where to click. Built from the shipped records (zoo/<entry>/
-record.json, written by zoo/retrain.py from zoo/scoring.py's whole-test-split scores), so it reads the same
+record.json, written by zoo/retrain.py from evaluation/scoring.py's whole-test-split scores), so it reads the same
 figures as the model cards and zoo/README.md."""
 
 from __future__ import annotations

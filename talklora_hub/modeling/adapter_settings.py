@@ -144,11 +144,19 @@ class AdapterSettings:
     talk_trainable: bool = _setting(True, "TalkLoRA only: false freezes the Talking Module T at its init (a buffer, "
                                     "saved but never trained); with talk_init='identity' this is the paper's no-talk "
                                     "ablation (the router then reads the un-mixed chunks, g = softmax(R z))")
+    # Not a field: the method's own settings, {name: value} for the MethodSettings its spec declares (a plugin's;
+    # the built-in methods declare none). An init-only value here, held as an attribute after __post_init__,
+    # so the fields stay the settings every method shares (the CLI's options, TrainConfig's flat fields).
+    method_settings: dataclasses.InitVar[Optional[Dict[str, Any]]] = None
 
-    def __post_init__(self):
+    def __post_init__(self, method_settings: Optional[Dict[str, Any]] = None):
         for field in dataclasses.fields(self):  # types first: the rules below compare and hash the values
             check_type(field.name, getattr(self, field.name), _FIELD_TYPES[field.name])
+        check_type("method_settings", method_settings, Optional[Dict[str, Any]])
         spec = method_spec(self.method)
+        given = dict(method_settings or {})
+        # A declared setting left out takes its default, so config.json always holds every one of them.
+        self.method_settings = {**{m.name: m.default for m in (spec.settings if spec else ())}, **given}
         if self.num_experts is None and spec is not None:
             self.num_experts = spec.default_num_experts
         if self.share_expert_banks is None:
@@ -247,8 +255,24 @@ class AdapterSettings:
             raise config_error("router_noise", "must be one of ['masked-train', 'official']", self.router_noise,
                                "use 'masked-train' (default: training-only noise) or 'official' (the paper's code).")
         self._check_exclusive_fields()
+        self._check_method_settings(spec)
         if spec.check is not None:
             spec.check(self)
+
+    def _check_method_settings(self, spec) -> None:
+        """Only the settings the method declares, each of its default's type and passing its check."""
+        declared = {m.name: m for m in spec.settings}
+        unknown = sorted(set(self.method_settings) - set(declared))
+        if unknown:
+            raise config_error("method_settings", f"takes only the settings method={self.method!r} declares "
+                               f"({sorted(declared) or 'none'})", unknown,
+                               "drop the others (a typo? the method's MethodSpec.settings lists its own).")
+        for name, setting in declared.items():
+            value, argument = self.method_settings[name], f"method_settings[{name!r}]"
+            if setting.default is not None:  # the default's type is the setting's (an int passes for a float)
+                check_type(argument, value, type(setting.default))
+            if setting.check is not None and not setting.check(value):
+                raise config_error(argument, setting.rule, value, setting.fix)
 
     def _check_exclusive_fields(self) -> None:
         """A field only another method reads (its spec's exclusive_fields) must keep its default here."""
@@ -263,7 +287,14 @@ class AdapterSettings:
                                        "read it)", value, f"leave it {defaults[field]!r} for this method.")
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields, plus method_settings where the method has any (a built-in method's dict is as before)."""
+        values = dataclasses.asdict(self)
+        if self.method_settings:
+            values["method_settings"] = dict(self.method_settings)
+        return values
+
+    def __eq__(self, other: Any) -> bool:  # the generated one compares the fields only, not method_settings
+        return self.to_dict() == other.to_dict() if isinstance(other, AdapterSettings) else NotImplemented
 
     @classmethod
     def preset(cls, name: str, model_config: Any, **overrides: Any) -> "AdapterSettings":
@@ -279,7 +310,7 @@ class AdapterSettings:
     def from_dict(cls, values: Dict[str, Any]) -> "AdapterSettings":
         """Builds settings from a dict, ignoring (with a warning) keys this version does not know,
         so that repos written by newer versions keep loading."""
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} | {"method_settings"}
         unknown = sorted(set(values) - known)
         if unknown:
             warnings.warn(f"Ignoring unknown adapter settings {unknown} (written by another version?).")
@@ -375,7 +406,9 @@ def ttlora_paper_settings(model_config: Any, **overrides: Any) -> AdapterSetting
 _FIELD_TYPES = typing.get_type_hints(AdapterSettings)
 AdapterSettings.__doc__ = "\n".join([
     "Everything that defines an adapter, independent of the base model.", "",
-    *(f"{f.name}: {f.metadata['help']}." for f in dataclasses.fields(AdapterSettings)), "",
+    *(f"{f.name}: {f.metadata['help']}." for f in dataclasses.fields(AdapterSettings)),
+    "method_settings: the method's own settings {name: value}, as its MethodSpec.settings declares them (a plugin's; "
+    "missing ones take their defaults).", "",
     "TT-LoRA: the DEFAULT here (AdapterSettings(method='ttlora')) is the project's own setting: the architecture's "
     "default targets (q, k, v, up, down), automatic factors (factorize(): about three balanced factors per side), "
     "lora_dropout as given (0 by default; the zoo's recipes state 0.05). The PAPER's setting is the preset "

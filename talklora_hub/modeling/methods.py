@@ -28,6 +28,26 @@ ROUTING_KINDS = ("none", "token", "sequence")
 
 
 @dataclasses.dataclass(frozen=True)
+class MethodSetting:
+    """A setting a method adds to AdapterSettings, kept in settings.method_settings[name] (saved in config.json
+    with the rest, so a saved model reloads with it). A plugin declares its own; a built-in setting is a field
+    of AdapterSettings instead.
+
+    name: the key ("code_scale"); default: the value when not given (its type is the setting's type, an int
+        also passing for a float; None accepts any JSON value); help: one line on what it does;
+    check: check(value) is True for a valid value (after the type check); rule and fix complete its error:
+        "`method_settings['code_scale']` {rule}, got {value!r}. Fix: {fix}".
+    """
+
+    name: str
+    default: Any
+    help: str
+    check: Optional[Callable[[Any], bool]] = None
+    rule: str = "is not valid"
+    fix: str = "see the method's settings (its MethodSpec.settings)."
+
+
+@dataclasses.dataclass(frozen=True)
 class MethodSpec:
     """What a method is, for every part of the product that needs to know.
 
@@ -41,7 +61,8 @@ class MethodSpec:
     shares_banks_by_default: share_expert_banks' default (one B bank per projection type for all layers);
     exclusive_fields: AdapterSettings fields only this method reads: another method is refused a non-default
         value for them; card_fields: the settings rows its card shows besides the shared ones (CARD_FIELDS);
-    check: check(settings) raises a config_error for the method's own rules (after the shared rules).
+    check: check(settings) raises a config_error for the method's own rules (after the shared rules);
+    settings: the MethodSettings the method adds (AdapterSettings.method_settings holds their values).
     """
 
     name: str
@@ -58,6 +79,7 @@ class MethodSpec:
     card_fields: Tuple[str, ...] = ()
     check: Optional[Callable[[Any], None]] = None
     layer_arguments: Optional[Callable[[str, Any], Dict[str, Any]]] = None
+    settings: Tuple[MethodSetting, ...] = ()
 
     @property
     def title(self) -> str:
@@ -87,6 +109,10 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     if spec.routing not in ROUTING_KINDS:
         raise ValueError(f"`routing` must be one of {list(ROUTING_KINDS)}, got {spec.routing!r}. Fix: say how "
                          f"method {spec.name!r} routes.")
+    names = [setting.name for setting in spec.settings]
+    if len(set(names)) != len(names) or not all(isinstance(s, MethodSetting) for s in spec.settings):
+        raise ValueError(f"`settings` must be MethodSettings with distinct names, got {names!r}. Fix: declare each "
+                         f"setting of method {spec.name!r} once, as MethodSetting(name, default, help, ...).")
     old = _REGISTRY.get(spec.name)
     if old is not None and old.layer_class.__module__ != spec.layer_class.__module__:
         raise ValueError(f"`name` must be unique among adapter methods, got {spec.name!r}, already registered by "

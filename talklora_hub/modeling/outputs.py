@@ -58,10 +58,13 @@ SEQUENCE_ARGS_DOC = """
 """
 
 
+# Each output is its own leading fields, then the routing fields both share. Plain dataclasses hold the fields so
+# that each is written once: a dataclass lists the fields of its bases first (the last base's first), so the
+# outputs below keep their field order, and with it to_tuple() and integer indexing, as before the split.
 @dataclass
-class TalkLoRAModelOutput(ModelOutput):
-    last_hidden_state: Optional[torch.Tensor] = None
-    pooler_output: Optional[torch.Tensor] = None
+class _RoutingFields:
+    """The fields every talklora_hub output has after its leading ones (see ROUTING_OUTPUTS_DOC)."""
+
     if CACHE_FIELD == "cache":
         cache: Optional[Any] = None
     else:
@@ -74,6 +77,27 @@ class TalkLoRAModelOutput(ModelOutput):
     router_module_names: Optional[Tuple[str, ...]] = None
     sequence_router_logits: Optional[torch.Tensor] = None
     sequence_router_loss: Optional[torch.Tensor] = None
+
+
+@dataclass
+class _BaseModelFields:
+    """The bare model's leading fields."""
+
+    last_hidden_state: Optional[torch.Tensor] = None
+    pooler_output: Optional[torch.Tensor] = None
+
+
+@dataclass
+class _HeadFields:
+    """A head's leading fields."""
+
+    loss: Optional[torch.Tensor] = None
+    logits: Optional[torch.Tensor] = None
+
+
+@dataclass
+class TalkLoRAModelOutput(ModelOutput, _RoutingFields, _BaseModelFields):
+    pass
 
 
 TalkLoRAModelOutput.__doc__ = ("The base model's outputs (last_hidden_state, cache, ...) plus routing.\n"
@@ -81,21 +105,8 @@ TalkLoRAModelOutput.__doc__ = ("The base model's outputs (last_hidden_state, cac
 
 
 @dataclass
-class TalkLoRAHeadOutput(ModelOutput):
-    loss: Optional[torch.Tensor] = None
-    logits: Optional[torch.Tensor] = None
-    if CACHE_FIELD == "cache":
-        cache: Optional[Any] = None
-    else:
-        past_key_values: Optional[Any] = None
-    hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
-    attentions: Optional[Tuple[torch.Tensor, ...]] = None
-    aux_loss: Optional[torch.Tensor] = None
-    router_logits: Optional[Tuple[torch.Tensor, ...]] = None
-    routing_weights: Optional[Tuple[torch.Tensor, ...]] = None
-    router_module_names: Optional[Tuple[str, ...]] = None
-    sequence_router_logits: Optional[torch.Tensor] = None
-    sequence_router_loss: Optional[torch.Tensor] = None
+class TalkLoRAHeadOutput(ModelOutput, _RoutingFields, _HeadFields):
+    pass
 
 
 TalkLoRAHeadOutput.__doc__ = (

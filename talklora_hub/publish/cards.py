@@ -6,6 +6,8 @@ What a card shows never depends on this machine: `base_model:` is a Hub repo id 
 is named by its folder name only), the Training table holds figures, not paths. Each metric comes with
 its sample size (not listed as a metric) and, for proportions, a 95% Wilson interval; a classification
 task also shows the majority-class baseline on the same examples, its prompt template and its labels.
+
+Everything a card says about the run comes from one CardFacts (card_facts.py), whichever producer filled it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from ..analysis.routing_stats import balance_summary, layer_load_matrix
 from ..data.metrics import majority_baseline, wilson_interval
 from ..modeling.methods import CARD_FIELDS, method_spec
+from .card_facts import CardFacts
 
 # Inside the package (package-data), so a pip-installed talklora_hub renders cards too.
 TEMPLATES = Path(os.environ.get("TALKLORA_CARD_TEMPLATES", Path(__file__).resolve().parent / "templates"))
@@ -76,34 +79,19 @@ def routing_picture(routing: Dict[str, Any], path: Path) -> Path:
     return path
 
 
-def evaluation_rows(result: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """A result's evaluation as rows {task, split, metric, value, count, low, high, majority, dataset}: the
-    zoo's "evaluation" rows, or a talklora_hub.train result's metrics. The sample size is each row's count,
-    never a metric of its own; proportions get a 95% Wilson interval; classification tasks the majority-class
-    baseline on the same examples (from data.task_details)."""
-    if not result:
+def evaluation_rows(facts: Optional[CardFacts]) -> List[Dict[str, Any]]:
+    """The facts' evaluation rows for the card, each {task, split, metric, value, count, low, high, majority,
+    dataset} (a copy; rows without a numeric value are left out). The sample size is each row's count, never a
+    metric of its own; proportions get a 95% Wilson interval (unless the row has one); classification tasks
+    the majority-class baseline on the same examples (from the facts' task_details)."""
+    if facts is None:
         return []
-    rows = result.get("evaluation")
-    if isinstance(rows, list):
-        rows = [dict(r) for r in rows if isinstance(r.get("value"), (int, float)) and not math.isnan(r["value"])]
-    else:
-        rows = _metric_rows(result)
-    details = (result.get("data") or {}).get("task_details") or {}
+    rows = [dict(r) for r in facts.evaluation
+            if isinstance(r.get("value"), (int, float)) and not math.isnan(r["value"])]
     for row in rows:
         _add_interval(row)
-        row.setdefault("majority", _majority(details.get(row["task"])) if row["metric"] == "accuracy" else None)
-    return rows
-
-
-def _metric_rows(result: Dict[str, Any]) -> List[Dict[str, Any]]:
-    split = (result.get("data") or {}).get("eval_split")
-    rows = []
-    for task, metrics in (result.get("metrics") or {}).items():
-        count = metrics.get("n", metrics.get("count", metrics.get("examples", "")))
-        for metric, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and metric not in _NOT_METRICS:
-                rows.append({"task": task, "split": split or metrics.get("split", "test"), "metric": metric,
-                             "value": value, "count": count, "dataset": None})
+        row.setdefault("majority", _majority(facts.task_details.get(row["task"])) if row["metric"] == "accuracy"
+                       else None)
     return rows
 
 
@@ -124,14 +112,15 @@ def _majority(facts: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     return {**baseline, "label_name": facts["label_names"][baseline["label"]]} if baseline else None
 
 
-def card_data(kind: str, model_type_head: str, method: str, base_repo: Optional[str], result: Optional[Dict[str, Any]],
+def card_data(kind: str, model_type_head: str, method: str, base_repo: Optional[str], facts: Optional[CardFacts],
               repo_id: str, license: str = "apache-2.0") -> ModelCardData:
-    rows = [r for r in evaluation_rows(result) if r.get("model_index", True)]
-    base_repo = hub_base_id(base_repo, result)
+    """The card's YAML metadata: library, base model, pipeline, tags, datasets, license and model-index."""
+    rows = [r for r in evaluation_rows(facts) if r.get("model_index", True)]
+    base_repo = hub_base_id(base_repo, facts)
     evals = [EvalResult(task_type=PIPELINES.get(model_type_head, "text-generation"), dataset_type=r.get("dataset") or r["task"],
                         dataset_name=r["task"], dataset_split=r.get("split"), metric_type=r["metric"],
                         metric_value=float(r["value"])) for r in rows]
-    datasets = (result or {}).get("datasets") or None
+    datasets = list(facts.datasets) if facts is not None and facts.datasets else None
     tags = ["talklora", "mixture-of-experts", "lora", method, "talklora_hub", f"talklora-{kind}"]
     if kind == "model":
         tags.append("custom_code")
@@ -158,16 +147,18 @@ def render_card(kind: str, **context: Any) -> str:
 
 
 def adapter_rows(adapter: Dict[str, Any], targets: Optional[List[str]] = None) -> List[tuple]:
-    """(setting, value) rows; `targets` (the adapted modules' names) replaces a None target_modules."""
+    """(setting, value) rows; `targets` (the adapted modules' names) replaces a None target_modules. The
+    method's own card_fields and its own settings (MethodSpec.settings) follow the shared rows."""
     adapter = {**adapter, "target_modules": adapter.get("target_modules") or targets}
     spec = method_spec(adapter.get("method"))  # the method's own rows (methods.py); none for an unknown method
-    return [(k, adapter.get(k)) for k in CARD_FIELDS + (spec.card_fields if spec is not None else ())]
+    rows = [(k, adapter.get(k)) for k in CARD_FIELDS + (spec.card_fields if spec is not None else ())]
+    own = adapter.get("method_settings") or {}
+    return rows + [(s.name, own.get(s.name)) for s in (spec.settings if spec is not None else ())]
 
 
 # ---- what a card says about the base, the training and the tasks (no local paths) ---------------------
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _PROPORTIONS = ("accuracy", "exact_match", "exact_match_final_number")
-_NOT_METRICS = {"n", "count", "examples", "correct", "low", "high", "split"}
 
 
 def is_hub_id(value) -> bool:
@@ -177,15 +168,11 @@ def is_hub_id(value) -> bool:
     return not Path(value).exists()
 
 
-def _config(result: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    return (result or {}).get("config") or {}
-
-
-def _bootstrap_name(base: Optional[str], result: Optional[Dict[str, Any]]) -> Optional[str]:
+def _bootstrap_name(base: Optional[str], facts: Optional[CardFacts]) -> Optional[str]:
     """The bootstrapped base (talklora_hub.data.base_models) a run used, by its name or its folder's record."""
     from ..data.base_models import HUB_REPO_IDS, RECORD_NAME
 
-    named = _config(result).get("base")
+    named = facts.base_name if facts is not None else None
     if named in HUB_REPO_IDS:
         return named
     if base and (Path(base) / RECORD_NAME).is_file() and PurePath(base).name in HUB_REPO_IDS:
@@ -193,31 +180,30 @@ def _bootstrap_name(base: Optional[str], result: Optional[Dict[str, Any]]) -> Op
     return None
 
 
-def hub_base_id(base: Optional[str], result: Optional[Dict[str, Any]] = None) -> Optional[str]:
+def hub_base_id(base: Optional[str], facts: Optional[CardFacts] = None) -> Optional[str]:
     """The base model's Hub repo id for the card's `base_model:`, or None (a local folder with no recorded id).
 
-    In order: the run's base_repo_id (--base-repo-id); `base` (the model config's base_model_name_or_path) or the
-    run's --base when it is a Hub id; the Hub repo of a bootstrapped base (data.base_models.HUB_REPO_IDS)."""
+    In order: the facts' base_repo_id (--base-repo-id); `base` (the model config's base_model_name_or_path) or
+    the run's --base when it is a Hub id; the Hub repo of a bootstrapped base (data.base_models.HUB_REPO_IDS)."""
     from ..data.base_models import HUB_REPO_IDS
 
-    recorded = _config(result).get("base_repo_id")
-    if recorded:
-        return recorded
-    for candidate in (base, _config(result).get("base")):
+    if facts is not None and facts.base_repo_id:
+        return facts.base_repo_id
+    for candidate in (base, facts.base_name if facts is not None else None):
         if is_hub_id(candidate) and candidate not in HUB_REPO_IDS:
             return candidate
-    name = _bootstrap_name(base, result)
+    name = _bootstrap_name(base, facts)
     return HUB_REPO_IDS[name][0] if name else None
 
 
-def base_label(base: Optional[str], result: Optional[Dict[str, Any]] = None) -> Optional[str]:
+def base_label(base: Optional[str], facts: Optional[CardFacts] = None) -> Optional[str]:
     """How the card's text names the base: `repo/id`, with how a bootstrapped copy relates to it, or a local
     folder by its folder name only."""
     from ..data.base_models import HUB_REPO_IDS
 
-    repo = hub_base_id(base, result)
-    name = _bootstrap_name(base, result)
-    if repo and name and not _config(result).get("base_repo_id"):
+    repo = hub_base_id(base, facts)
+    name = _bootstrap_name(base, facts)
+    if repo and name and not facts.base_repo_id:
         return f"`{repo}` ({HUB_REPO_IDS[name][1]})"
     if repo:
         return f"`{repo}`"
@@ -230,67 +216,18 @@ def _local(value) -> bool:
     return isinstance(value, str) and (os.path.isabs(value) or value.startswith(("./", "../", "~")))
 
 
-def training_rows(result: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    """The card's Training table: a result's own "training" rows (the zoo's), else the figures of a
-    talklora_hub.train result (learning rate, batch size, sequence length, steps, ...). Local paths are left out."""
-    if not result:
+def training_rows(facts: Optional[CardFacts]) -> Optional[Dict[str, Any]]:
+    """The card's Training table: the facts' training rows without the empty figures and the local paths."""
+    if facts is None:
         return None
-    if result.get("training"):
-        rows = result["training"]
-    elif result.get("config"):
-        rows = _train_result_rows(result)
-    else:
-        rows = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
-    return {k: v for k, v in rows.items() if v is not None and not _local(v)} or None
+    return {k: v for k, v in facts.training.items() if v is not None and not _local(v)} or None
 
 
-def _train_result_rows(result: Dict[str, Any]) -> Dict[str, Any]:
-    config, data, timing = result["config"], result.get("data") or {}, result.get("timing") or {}
-    processes = timing.get("num_processes") or 1
-    per_step = config["batch_size"] * config.get("grad_accum", 1) * processes
-    batch = str(config["batch_size"])
-    if per_step != config["batch_size"]:
-        batch += f" x {config.get('grad_accum', 1)} accumulated x {processes} processes = {per_step} per step"
-    train_examples = sum((data.get("train") or {}).values())
-    return {
-        "tasks": ", ".join(data.get("tasks") or config.get("tasks") or []),
-        "training data": _data_source(config),
-        "base model": base_label(result.get("base"), result),
-        "head": result.get("head"),
-        "learning rate": config["lr"],
-        "schedule": f"{config.get('lr_scheduler')}, warm-up {config.get('warmup_ratio', 0):.0%} of the steps",
-        "batch size": batch,
-        "sequence length (tokens)": config["max_length"],
-        "steps": result.get("steps"),
-        "training examples": train_examples or None,
-        "epochs (approx.)": round(result["steps"] * per_step / train_examples, 2) if train_examples and result.get("steps") else None,
-        "weight decay": config.get("weight_decay") or None,
-        "seed": config.get("seed"),
-        "precision": "bf16 autocast" if timing.get("mixed_precision") == "bf16" else "fp32",
-        "train time (s)": timing.get("train_seconds"),
-        "tokens / s": timing.get("tokens_per_second"),
-    }
-
-
-def _data_source(config: Dict[str, Any]) -> Optional[str]:
-    """Own data by file or dataset name only (never its folder): 'data.csv (sentence -> topic)'."""
-    if config.get("train_file"):
-        files = [PurePath(config[key]).name for key in ("train_file", "validation_file", "test_file") if config.get(key)]
-        source = " + ".join(f"`{name}`" for name in files)
-    elif config.get("dataset"):
-        dataset = config["dataset"]
-        source = f"`{dataset}`" if is_hub_id(dataset) else f"a local dataset `{PurePath(dataset.rstrip('/')).name}`"
-    else:
-        return None
-    target = config.get("label_column") or config.get("answer_column") or "label"
-    return f"{source} (column `{config.get('text_column', 'text')}` -> `{target}`)"
-
-
-def task_rows(result: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def task_rows(facts: Optional[CardFacts]) -> List[Dict[str, Any]]:
     """The card's Task section, one entry per task: kind, prompt template, how the model reads it, and the
-    labels with their answer words and example counts (from the result's data.task_details)."""
-    details = ((result or {}).get("data") or {}).get("task_details") or {}
-    encoder_text = (result or {}).get("head") == "classification" and len(details) == 1
+    labels with their answer words and example counts (from the facts' task_details)."""
+    details = facts.task_details if facts is not None else {}
+    encoder_text = facts is not None and facts.head == "classification" and len(details) == 1
     out = []
     for name, facts in details.items():
         labels = [{"name": label, "answer": facts["verbalizers"][i], "train": facts["train_label_counts"][i],

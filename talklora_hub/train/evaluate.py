@@ -13,6 +13,10 @@
 
 With several processes every function scores its share of the examples and gathers the rest, so all
 processes return the same numbers.
+
+These are the model-facing halves of scoring, here because training evaluates its own run and train sits below
+evaluation in the package's layers: talklora_hub.evaluation.scoring scores whole test splits with them
+(accuracy, 95% interval, per-example hits).
 """
 
 from __future__ import annotations
@@ -184,6 +188,21 @@ def router_choices(model, tokenizer, prompts: Sequence[str], max_length: int, ba
     return chosen
 
 
+def predict_labels(model, tokenizer, data: TaskData, task: str, rows: Sequence[dict], head: str, max_length: int,
+                   batch_size: int = 16, forced_expert: Optional[int] = None,
+                   autocast: Callable = contextlib.nullcontext, health: Optional[RoutingHealth] = None) -> List[int]:
+    """The predicted label index (within `task`'s own labels) of each row of a classification task: an encoder's
+    argmax over its task's label logits, or a causal LM's best verbalizer by constrained scoring. forced_expert: a
+    TT-LoRA MoE with every sequence sent to that expert (oracle routing) instead of the router's choice."""
+    if head == "classification":
+        return encoder_predictions(model, tokenizer, list(rows), data, max_length, batch_size, autocast)
+    choices = [" " + v for v in data.specs[task].verbalizers]
+    forced = None if forced_expert is None else [forced_expert] * len(rows)
+    scores = score_choices(model, tokenizer, [r["prompt"] for r in rows], [choices] * len(rows), max_length,
+                           batch_size, autocast, forced, health)
+    return [max(range(len(s)), key=s.__getitem__) for s in scores]
+
+
 def router_accuracy(model, tokenizer, rows: Sequence[dict], task_names: Sequence[str], max_length: int,
                     batch_size: int = 8, autocast: Callable = contextlib.nullcontext, accelerator=None) -> Dict[str, Any]:
     """{"accuracy", "per_task": {task: accuracy}, "confusion": {task: [count per expert]}, "n"}: expert e is
@@ -227,17 +246,13 @@ def evaluate(model, tokenizer, data: TaskData, rows: Sequence[dict], head: str, 
                 continue
             mine = _shard(list(enumerate(task_rows)), accelerator)
             my_rows = [r for _, r in mine]
-            forced = None if forced_expert is None else [forced_expert] * len(my_rows)
             health = RoutingHealth(dead_threshold)
             samples: List[Any] = []
-            if head == "classification":
-                preds = encoder_predictions(model, tokenizer, my_rows, data, max_length, batch_size, autocast)
-            elif spec.kind == "classification":
-                scores = score_choices(model, tokenizer, [r["prompt"] for r in my_rows],
-                                       [[" " + v for v in spec.verbalizers]] * len(my_rows), max_length, batch_size,
-                                       autocast, forced, health)
-                preds = [max(range(len(s)), key=s.__getitem__) for s in scores]
+            if head == "classification" or spec.kind == "classification":
+                preds = predict_labels(model, tokenizer, data, name, my_rows, head, max_length, batch_size,
+                                       forced_expert, autocast, health)
             else:
+                forced = None if forced_expert is None else [forced_expert] * len(my_rows)
                 preds = generate_completions(model, tokenizer, [r["prompt"] for r in my_rows], max_new_tokens,
                                              max_length, batch_size, autocast, forced)
             pairs = sorted(_gather([(i, p) for (i, _), p in zip(mine, preds)], accelerator), key=lambda x: x[0])

@@ -81,7 +81,7 @@ def peft_baseline(recipe_name: str, zoo_dir: Optional[Path] = None, progress: bo
     """PEFT LoRA trained with a (causal LM) zoo recipe's budget, scored on the same test splits, stored in
     zoo/baselines.json under each task's "peft_lora" by base name."""
     from ..evaluation.peft_lora import train_peft_lora
-    from .scoring import score
+    from ..evaluation.scoring import score
 
     zoo_dir = Path(zoo_dir) if zoo_dir else default_zoo_dir()
     recipe = get_recipe(recipe_name)
@@ -112,7 +112,7 @@ def comparison(metrics: Dict[str, Any], baselines: Dict[str, Any], base: str) ->
 
 def ship(recipe: ZooRecipe, result, zoo_dir: Path, baselines: Dict[str, Any], progress: bool = True) -> Path:
     """Rounds the trained adapter to bf16, scores it on the whole test splits and writes zoo/<entry>/."""
-    from .scoring import score
+    from ..evaluation.scoring import score
 
     model = result.model
     round_adapter_to_bf16(model)  # a router stage trains only the router: that is what gets rounded
@@ -186,8 +186,8 @@ def moe_report(recipe: ZooRecipe, model, tokenizer, zoo_dir: Path, scored: Dict[
     """A router entry's extra figures on the whole test splits: the router's task accuracy and confusion
     matrix, the MoE with each task's own expert forced (oracle routing), and beside them each expert
     alone (its own entry) and the entries in compare_with (the multi-task LoRA)."""
-    from ..train.evaluate import router_accuracy
-    from .scoring import predict, test_rows
+    from ..evaluation.scoring import test_rows
+    from ..train.evaluate import predict_labels, router_accuracy
     from .shipped import read_record
 
     data, per_task = test_rows(recipe.tasks, "causal")
@@ -196,8 +196,8 @@ def moe_report(recipe: ZooRecipe, model, tokenizer, zoo_dir: Path, scored: Dict[
     oracle = {}
     for index, task in enumerate(data.names):  # expert e is task e's (the stage-1 order)
         task_rows = per_task[task]
-        predictions = predict(model, tokenizer, data, task, task_rows, "causal", recipe.train["max_length"],
-                              EVAL_BATCH, forced_expert=index)
+        predictions = predict_labels(model, tokenizer, data, task, task_rows, "causal", recipe.train["max_length"],
+                                     EVAL_BATCH, forced_expert=index)
         oracle[task] = sum(p == int(r["label"]) for p, r in zip(predictions, task_rows)) / len(task_rows)
     per_task_rows = {}
     for index, task in enumerate(data.names):

@@ -4,7 +4,7 @@ import torch
 
 from talklora_hub.evaluation.peft_lora import train_peft_lora
 from talklora_hub.modeling import AdapterSettings, TalkLoRAForCausalLM
-from talklora_hub.zoo.scoring import score
+from talklora_hub.evaluation.scoring import score
 
 from ..train.helpers import build_tokenizer, colors_task, save_tiny_llama
 

@@ -3,6 +3,7 @@ anywhere else: it is offered by the CLI, trains, saves, loads by the Auto classe
 talklora_hub cannot be imported (its file travels in the saved folder), gets a card, and the Space shows its
 routing per token; all of it read from its one MethodSpec."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -73,6 +74,43 @@ def test_a_method_in_its_own_file_trains_saves_loads_gets_a_card_and_shows_routi
     assert loaded.kind == "CodeLoRA · 2 experts per token" and loaded.token_routed
     routing = analyze_text(loaded, "red blue green")
     assert routing.weights is not None and routing.weights.shape[0] == len(layers) and routing.weights.shape[-1] == 2
+
+
+def test_a_method_declares_its_own_setting_which_is_validated_saved_and_reloaded(codelora, tmp_path):
+    from talklora_hub.modeling import AdapterSettings, TalkLoRAForCausalLM
+    from talklora_hub.publish.cards import adapter_rows
+
+    assert AdapterSettings(method="codelora").method_settings == {"code_temperature": 1.0}  # the declared default
+    assert AdapterSettings().method_settings == {} and "method_settings" not in AdapterSettings().to_dict()
+    settings = AdapterSettings(method="codelora", r=4, method_settings={"code_temperature": 0.5})
+    assert AdapterSettings.from_dict(settings.to_dict()) == settings != AdapterSettings(method="codelora", r=4)
+    base = save_tiny_llama(tmp_path / "base")
+    model = TalkLoRAForCausalLM.from_base(str(base), settings)
+    model.save_pretrained(tmp_path / "model")
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())["adapter"]
+    assert saved["method_settings"] == {"code_temperature": 0.5}
+    again = TalkLoRAForCausalLM.from_pretrained(tmp_path / "model")
+    assert again.adapter_settings.method_settings == {"code_temperature": 0.5}
+    ids = torch.tensor([[1, 5, 9, 12, 7]])
+    with torch.no_grad():  # the setting is read: a sharper router routes (and computes) otherwise
+        sharp = model(ids, output_router_logits=True).routing_weights[0]
+        plain = TalkLoRAForCausalLM.from_base(str(base), AdapterSettings(method="codelora", r=4))
+        plain.load_state_dict(model.state_dict())
+        assert not torch.allclose(sharp, plain(ids, output_router_logits=True).routing_weights[0])
+    assert ("code_temperature", 0.5) in adapter_rows(settings.to_dict())  # the card shows it
+
+    with pytest.raises(ValueError, match=r"`method_settings\['code_temperature'\]` must be > 0, got -1.0\. "
+                                         r"Fix: use e\.g\. 1\.0"):
+        AdapterSettings(method="codelora", method_settings={"code_temperature": -1.0})
+    with pytest.raises(ValueError, match=r"`method_settings\['code_temperature'\]` must be a float, got 'hot'"):
+        AdapterSettings(method="codelora", method_settings={"code_temperature": "hot"})
+    with pytest.raises(ValueError, match=r"`method_settings` takes only the settings method='codelora' declares "
+                                         r"\(\['code_temperature'\]\), got \['code_temp'\]\. Fix:"):
+        AdapterSettings(method="codelora", method_settings={"code_temp": 0.5})
+    with pytest.raises(ValueError, match=r"`method_settings` takes only the settings method='lora' declares"):
+        AdapterSettings(method="lora", method_settings={"code_temperature": 0.5})
+    with pytest.raises(ValueError, match=r"`settings` must be MethodSettings with distinct names"):
+        register_method(dataclasses.replace(method_spec("codelora"), settings=method_spec("codelora").settings * 2))
 
 
 def test_registering_refuses_a_taken_name_or_an_unknown_routing(codelora):

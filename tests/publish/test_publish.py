@@ -11,6 +11,7 @@ from huggingface_hub import ModelCard, hf_hub_download
 from transformers import AutoModelForCausalLM
 
 from talklora_hub.publish.artifacts import ArtifactError, load_artifact
+from talklora_hub.publish.card_facts import CardFacts
 from talklora_hub.publish.publisher import publish_expert, publish_model, publish_router
 from talklora_hub.publish.zoo_index import list_zoo
 from talklora_hub.modeling import AdapterSettings, TalkLoRAForCausalLM
@@ -19,9 +20,11 @@ from talklora_hub.modeling.compose import compose_ttlora_moe
 from ..modeling.conftest import tiny_base
 from ..modeling.test_roundtrip import LOADER
 
-RESULT = {"training": {"tasks": ["spam"], "steps": 3, "learning_rate": 3e-4},
+RECORD = {"training": {"tasks": ["spam"], "steps": 3, "learning_rate": 3e-4},
           "evaluation": [{"task": "spam", "split": "test", "metric": "accuracy", "value": 0.875, "count": 8}],
           "datasets": ["user/spam"]}
+RESULT = CardFacts(tasks=["spam"], training=RECORD["training"], evaluation=RECORD["evaluation"],
+                   datasets=RECORD["datasets"], result=RECORD)
 
 
 def wrapped(base_repo, method="talklora", seed=0, **settings):
