@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from talklora_hub.train import TrainConfig, train
 from talklora_hub.zoo.recipes import ZooRecipe
 from talklora_hub.zoo.retrain import ship
-from talklora_hub.zoo.scoring import score
+from talklora_hub.evaluation.scoring import score
 from talklora_hub.zoo.shipped import RECORD, WEIGHTS, attach_shipped, read_record, shipped_entries
 
 from ..train.helpers import colors_task

@@ -38,7 +38,7 @@ def test_a_shipped_entry_scores_its_recorded_slice(name):
     from transformers import AutoTokenizer
 
     from talklora_hub.data.base_models import base_model_path
-    from talklora_hub.zoo.scoring import score
+    from talklora_hub.evaluation.scoring import score
 
     folder = ENTRIES[name]
     record = read_record(folder)
