@@ -1,7 +1,8 @@
 """Generation speed with the KV cache: tokens/s of every adapter method vs the bare base model.
 
   python benchmarks/speed/bench_generate.py [--model PATH|smollm2-135m-instruct] [--quick] [--repeats 5]
-      [--max-new-tokens 32] [--batches 1,8] [--threads 1] [--device cpu|cuda] [--out FILE.md]
+      [--max-new-tokens 32] [--batches 1,8] [--methods lora,...] [--threads 1] [--clock wall|cpu]
+      [--device cpu|cuda] [--out FILE.md]
 
 Variants, all built in this one process from the same weights and measured side by side (interleaved,
 order rotated each repeat, one untimed warm-up call each, medians):
@@ -10,11 +11,13 @@ order rotated each repeat, one untimed warm-up call each, medians):
     AdapterSettings(...)) at r = 32 (8 with --quick) on the architecture's default targets, with the zero-init B
     matrices given small random values so the adapter arithmetic is real (the script checks the logits differ
     from the base's);
+  - peft-lora, the peer: peft's LoraConfig at the same rank, alpha and targets as lora, unmerged, B non-zero;
   - for the routed methods (moelora, talklora, ttlora-moe3) with `model.trace_routing()` off and on.
 At batch 1 (one prompt) and batch 8 (eight prompts of different lengths, left-padded), greedy, use_cache=True,
 exactly --max-new-tokens new tokens (min_new_tokens = max_new_tokens, so an early EOS never shortens a call).
-tokens/s = batch x new tokens / wall time of one generate() call (prompt prefill included); ratio to base =
-tokens/s / the base's tokens/s at the same batch (and dtype). --device cuda measures fp32 and bf16 on the GPU.
+tokens/s = batch x new tokens / wall time of one generate() call (prompt prefill included; with --clock cpu the
+thread's CPU time instead, for a shared machine); ratio to base = tokens/s / the base's tokens/s at the same batch
+(and dtype). --device cuda measures fp32 and bf16 on the GPU.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,22 +34,22 @@ TITLE = "Generation speed (KV cache, greedy): adapters vs the bare base model"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sc.add_common_args(parser, repeats=5, quick_repeats=3)
+    parser = sc.new_parser(__doc__, repeats=5, quick_repeats=3, methods=",".join(sc.METHODS + sc.PEERS), peers=True)
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="new tokens per call (default 32; 8 with --quick)")
     parser.add_argument("--batches", default="1,8", help="batch sizes (comma-separated; each <= 8)")
-    parser.add_argument("--methods", default=",".join(sc.METHODS), help="subset of " + ",".join(sc.METHODS))
+    parser.add_argument("--clock", default="wall", choices=sc.CLOCKS,
+                        help="wall: elapsed time (default); cpu: this thread's CPU time, blind to other processes "
+                             "preempting it on a shared machine (CPU, one torch thread)")
     args = sc.finish_args(parser, parser.parse_args(argv))
     if args.max_new_tokens is None:
         args.max_new_tokens = 8 if args.quick else 32
     args.batches = [int(b) for b in args.batches.split(",")]
     if any(not 1 <= b <= len(sc.PROMPTS) for b in args.batches):
         parser.error(f"--batches must each be in [1, {len(sc.PROMPTS)}], got {args.batches}")
-    args.methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in args.methods if m not in sc.METHODS]
-    if unknown:
-        parser.error(f"--methods: unknown {unknown}; choose from {list(sc.METHODS)}")
+    if args.clock == "cpu" and (args.device != "cpu" or args.threads != 1):
+        parser.error(f"--clock cpu measures the calling thread only: it needs --device cpu and --threads 1, got "
+                     f"--device {args.device} --threads {args.threads}; use --clock wall there")
     return args
 
 
@@ -104,7 +106,7 @@ def measure_plan(args, folder: Path, tokenizer, device: str, dtype_name: str, pa
             for trace in traces:
                 key = f"{name}|{batch}|{'-' if trace is None else ('on' if trace else 'off')}"
                 variants[key] = make_call(model, inputs, args.max_new_tokens, pad_id, bool(trace), checks, key)
-    samples = sc.interleaved_samples(variants, args.repeats, warmup=1, device=device)
+    samples = sc.interleaved_samples(variants, args.repeats, warmup=1, device=device, clock=args.clock)
     rows, results = [], []
     for key, times in samples.items():
         name, batch, trace = key.split("|")
@@ -123,32 +125,27 @@ def measure_plan(args, folder: Path, tokenizer, device: str, dtype_name: str, pa
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    sc.quiet_transformers()
+    return sc.run_script(parse_args(argv), TITLE, "bench-generate-", measure_all)
+
+
+def measure_all(args, plan, folder: Path, description: str, tmp: Path) -> int:
     import torch
     from transformers import AutoTokenizer
 
-    torch.set_num_threads(args.threads)
-    plan = sc.plans(args.device, args.dtypes)
-    if plan is None:
-        sc.no_cuda_report(args, TITLE)
-        return 0
-    with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
-        folder, description = sc.resolve_model(args, Path(tmp))
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        env = sc.environment(args)
-        payload: dict = {"model": description, "max_new_tokens": args.max_new_tokens, "batches": args.batches,
-                         "repeats": args.repeats, "methods": args.methods,
-                         "rank": sc.QUICK_RANK if args.quick else sc.FULL_RANK,
-                         "prompt_tokens": {b: prompts_batch(tokenizer, b, "cpu")["attention_mask"].sum(1).tolist()
-                                           for b in args.batches}}
-        rows = []
-        for device, dtype_name in plan:
-            torch.manual_seed(0)
-            rows += measure_plan(args, folder, tokenizer, device, dtype_name, payload)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    env = sc.environment(args)
+    payload: dict = {"model": description, "max_new_tokens": args.max_new_tokens, "batches": args.batches,
+                     "repeats": args.repeats, "methods": args.methods, "clock": args.clock,
+                     "rank": sc.QUICK_RANK if args.quick else sc.FULL_RANK,
+                     "prompt_tokens": {b: prompts_batch(tokenizer, b, "cpu")["attention_mask"].sum(1).tolist()
+                                       for b in args.batches}}
+    rows = []
+    for device, dtype_name in plan:
+        torch.manual_seed(0)
+        rows += measure_plan(args, folder, tokenizer, device, dtype_name, payload)
     padding = ""
     if len(args.batches) > 1 or args.batches[0] > 1:
         lengths = payload["prompt_tokens"][max(args.batches)]
@@ -157,7 +154,7 @@ def main(argv=None) -> int:
              f"greedy, use_cache=True, exactly {args.max_new_tokens} new tokens per call{padding}",
              f"adapters at r = {payload['rank']} on the default targets, B non-zero; "
              f"medians of {args.repeats} interleaved repeats (order rotated, 1 warm-up each)",
-             "tokens/s = batch x new tokens / one generate() call (prefill included); "
+             f"tokens/s = batch x new tokens / one generate() call (prefill included; {args.clock} clock); "
              "ratio to base = tokens/s / base tokens/s at the same batch and dtype; trace: trace_routing() off/on"]
     table = sc.table_md(["method", "device", "dtype", "batch", "trace", "tokens/s", "ratio to base"], rows)
     sc.emit(args, TITLE, env, notes, table, payload)

@@ -36,19 +36,11 @@ MODES = ("cold", "warm")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sc.add_common_args(parser, repeats=5, quick_repeats=1)
-    parser.add_argument("--methods", default="talklora", help="adapter methods to push and load (comma-separated, "
-                                                               "from " + ",".join(sc.METHODS) + ")")
+    parser = sc.new_parser(__doc__, repeats=5, quick_repeats=1, methods="talklora")  # the methods to push and load
     parser.add_argument("--no-xet", action="store_true", help="classic git-lfs transfers instead of Xet")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
-    args = sc.finish_args(parser, parser.parse_args(argv))
-    args.methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in args.methods if m not in sc.METHODS]
-    if unknown:
-        parser.error(f"--methods: unknown {unknown}; choose from {list(sc.METHODS)}")
-    return args
+    return sc.finish_args(parser, parser.parse_args(argv))
 
 
 # ----------------------------------------------------------------------------------------- child
@@ -150,17 +142,12 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(run_child(args)))
         return 0
-    plan = sc.plans(args.device, args.dtypes)
+    plan = sc.begin_run(args, TITLE)
     if plan is None:
-        sc.no_cuda_report(args, TITLE)
         return 0
-    sc.quiet_transformers()
-    import torch
-
     from talklora_hub.localhub.local import LocalHub
     from talklora_hub.publish.push import push_folder
 
-    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         work = Path(tmp)
         folder, description = sc.resolve_model(args, work)

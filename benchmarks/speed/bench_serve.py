@@ -29,7 +29,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,8 +42,7 @@ VARIANTS = ("base", "mixture")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sc.add_common_args(parser, repeats=3, quick_repeats=1)
+    parser = sc.new_parser(__doc__, repeats=3, quick_repeats=1)
     parser.add_argument("--mixture", default=None,
                         help="a saved talklora_hub model built on --model (default: a TalkLoRA mixture made here)")
     parser.add_argument("--clients", default="1,4,16", help="concurrent clients per round (comma-separated)")
@@ -236,27 +234,20 @@ def table(results: List[Dict[str, object]]) -> str:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    sc.quiet_transformers()
-    import torch
+    return sc.run_script(parse_args(argv), TITLE, "bench-serve-", serve_and_measure)
 
-    torch.set_num_threads(args.threads)
-    plan = sc.plans(args.device, args.dtypes)
-    if plan is None:
-        sc.no_cuda_report(args, TITLE)
-        return 0
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        base_folder, description = sc.resolve_model(args, Path(tmp))
-        if args.mixture is not None:
-            mixture, mixture_note = Path(args.mixture).resolve(), f"the saved model {Path(args.mixture).name}"
-        else:
-            mixture = save_mixture(base_folder, Path(tmp) / "talklora-mixture", args.quick)
-            rank = sc.QUICK_RANK if args.quick else sc.FULL_RANK
-            mixture_note = f"TalkLoRA, E = 4, r = {rank}, B banks non-zero, built on the base"
-        env = sc.environment(args)
-        results = []
-        for device, dtype_name in plan:
-            results += measure(args, {"base": base_folder, "mixture": mixture}, device, dtype_name, Path(tmp))
+
+def serve_and_measure(args, plan, base_folder: Path, description: str, tmp: Path) -> int:
+    if args.mixture is not None:
+        mixture, mixture_note = Path(args.mixture).resolve(), f"the saved model {Path(args.mixture).name}"
+    else:
+        mixture = save_mixture(base_folder, tmp / "talklora-mixture", args.quick)
+        rank = sc.QUICK_RANK if args.quick else sc.FULL_RANK
+        mixture_note = f"TalkLoRA, E = 4, r = {rank}, B banks non-zero, built on the base"
+    env = sc.environment(args)
+    results = []
+    for device, dtype_name in plan:
+        results += measure(args, {"base": base_folder, "mixture": mixture}, device, dtype_name, tmp)
     notes = [f"base: {description}; mixture: {mixture_note}",
              "each served by `talklora-hub serve FOLDER --continuous-batching on` (transformers' server, paged "
              f"attention) in its own process, OMP_NUM_THREADS={args.threads}",

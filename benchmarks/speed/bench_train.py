@@ -43,8 +43,7 @@ TARGET_TIME, TARGET_MEMORY = 1.15, 1.10  # bench_model.py's TalkLoRA targets
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sc.add_common_args(parser, repeats=2, quick_repeats=1)
+    parser = sc.new_parser(__doc__, repeats=2, quick_repeats=1)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per child (default 3; 4 with --quick)")
     parser.add_argument("--batch", type=int, default=None, help="sequences per step (default 8; 4 with --quick)")
     parser.add_argument("--length", type=int, default=None, help="tokens per sequence (default 128; 32 with --quick)")

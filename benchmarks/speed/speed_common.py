@@ -20,6 +20,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -38,6 +39,8 @@ METHOD_SETTINGS: Dict[str, Dict[str, object]] = {
     "ttlora": {"method": "ttlora"},  # tt_rank 5, tt_alpha 16, automatic factors
     "ttlora-moe3": {"method": "ttlora", "num_experts": 3},
 }
+PEERS = ("peft-lora",)  # other libraries' adapters, measured beside ours where a script allows (bench_generate)
+CLOCKS = ("wall", "cpu")  # interleaved_samples' clocks
 ROUTED = ("moelora", "talklora", "ttlora-moe3")  # trace_routing() records something for these
 DEFAULT_MODEL = "smollm2-135m-instruct"
 FULL_RANK = 32  # the TalkLoRA paper's r (bench_model.py's too)
@@ -79,8 +82,29 @@ def add_common_args(parser: argparse.ArgumentParser, repeats: int, quick_repeats
     parser._speed_defaults = (repeats, quick_repeats)  # type: ignore[attr-defined]
 
 
+def new_parser(doc: str, repeats: int, quick_repeats: int, methods: Optional[str] = None,
+               peers: bool = False) -> argparse.ArgumentParser:
+    """A script's parser with the common arguments; methods: the default of a --methods argument (comma list,
+    checked against METHODS, and PEERS where `peers`, and made a list by finish_args), or None for a script
+    without one."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser, repeats=repeats, quick_repeats=quick_repeats)
+    allowed = METHODS + (PEERS if peers else ())
+    if methods is not None:
+        parser.add_argument("--methods", default=methods,
+                            help=f"adapter methods, comma-separated, from {','.join(allowed)} (default {methods})")
+    parser._speed_methods = allowed if methods is not None else None  # type: ignore[attr-defined]
+    return parser
+
+
 def finish_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     repeats, quick_repeats = parser._speed_defaults  # type: ignore[attr-defined]
+    allowed = getattr(parser, "_speed_methods", None)
+    if allowed:
+        args.methods = [m for m in args.methods.split(",") if m]
+        unknown = [m for m in args.methods if m not in allowed]
+        if unknown or not args.methods:
+            parser.error(f"--methods: unknown {unknown or args.methods}; choose from {list(allowed)}")
     if args.repeats is None:
         args.repeats = quick_repeats if args.quick else repeats
     if args.repeats < 1:
@@ -104,6 +128,32 @@ def plans(device: str, dtypes: Optional[List[str]] = None) -> Optional[List[Tupl
         return None
     return [("cuda", d) for d in (dtypes or ["fp32", "bf16"])]
 
+
+
+def begin_run(args: argparse.Namespace, title: str) -> Optional[List[Tuple[str, str]]]:
+    """What every script does first: quiet transformers' logging, set torch's threads, and return the (device,
+    dtype) plan; None, after the no-CUDA note, when there is nothing to measure (the script then exits 0)."""
+    quiet_transformers()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    plan = plans(args.device, args.dtypes)
+    if plan is None:
+        no_cuda_report(args, title)
+    return plan
+
+
+def run_script(args: argparse.Namespace, title: str, prefix: str,
+               body: Callable[[argparse.Namespace, List[Tuple[str, str]], Path, str, Path], int]) -> int:
+    """The prologue the scripts share: begin_run (exit 0 where there is nothing to measure), then, inside a
+    temporary folder `prefix...`, body(args, plan, base folder, its description, the temporary folder) with the
+    base model resolved (see resolve_model). Returns body's exit status."""
+    plan = begin_run(args, title)
+    if plan is None:
+        return 0
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        folder, description = resolve_model(args, Path(tmp))
+        return body(args, plan, folder, description, Path(tmp))
 
 
 def torch_dtype(name: str):
@@ -210,9 +260,25 @@ def build_method(folder: Path, name: str, quick: bool, dtype_name: str = "fp32",
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype(dtype_name))
+    if name in PEERS:
+        return build_peft_lora(base, quick).to(device)
     model = TalkLoRAForCausalLM.from_base(base, adapter_settings(name, quick))
     make_adapters_nonzero(model)
     return model.to(device)
+
+
+def build_peft_lora(base, quick: bool):
+    """The peer row: peft's LoRA, unmerged, at our LoRA's rank, alpha and default targets, B non-zero as ours."""
+    from peft import LoraConfig, get_peft_model
+
+    from talklora_hub.modeling.adapter_settings import default_targets
+
+    ours = adapter_settings("lora", quick)
+    config = LoraConfig(r=ours.r, lora_alpha=ours.scaling * ours.r, lora_dropout=0.0,  # the same scale s = alpha / r
+                        target_modules=default_targets(base.config.model_type))
+    model = get_peft_model(base, config)
+    make_adapters_nonzero(model)
+    return model
 
 
 # ----------------------------------------------------------------------------------------- timing
@@ -224,10 +290,15 @@ def synchronize(device: str) -> None:
 
 
 def interleaved_samples(variants: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                        device: str = "cpu") -> Dict[str, List[float]]:
+                        device: str = "cpu", clock: str = "wall") -> Dict[str, List[float]]:
     """Seconds per call of each variant: `warmup` untimed calls each, then `repeats` rounds in which every
     variant runs once; the order rotates by one each round (so none always runs first or right after a
-    particular neighbour)."""
+    particular neighbour). clock: "wall" (time.perf_counter), or "cpu" (time.thread_time: the CPU time of this
+    thread alone, blind to the time the OS gives other processes; meaningful on a CPU with one torch thread, where
+    every op runs on the calling thread, on a machine whose other jobs would preempt a wall-clock measure)."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     names = list(variants)
     for name in names:
         for _ in range(warmup):
@@ -237,10 +308,10 @@ def interleaved_samples(variants: Dict[str, Callable[[], object]], repeats: int,
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             synchronize(device)
-            start = time.perf_counter()
+            start = now()
             variants[name]()
             synchronize(device)
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(now() - start)
     return samples
 
 

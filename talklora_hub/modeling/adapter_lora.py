@@ -30,6 +30,16 @@ class LoRALinear(AdaptedLinear):
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         return self.scaled(F.linear(F.linear(self.dropout(self.input_dropout, x), self.lora_A), self.lora_B))
 
+    def inference_update_(self, flat: torch.Tensor, out: torch.Tensor, lead: torch.Size) -> bool:
+        """out (N, D_out) += ((flat A^T) B^T) * s in place (transposed views, nothing cached). Not one addmm_ with
+        alpha = s: that rounds otherwise, and a plain LoRA must give exactly the logits peft gives for the same
+        adapter (tests/evaluation/test_peft_interop.py); the two extra in-place ops cost about 1 µs a layer."""
+        lora_A, lora_B = self.lora_A, self.lora_B
+        if lora_A.dtype != flat.dtype:
+            return False
+        out.add_(torch.mm(torch.mm(flat, lora_A.t()), lora_B.t()).mul_(self.scaling))
+        return True
+
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A) * self.scaling
 

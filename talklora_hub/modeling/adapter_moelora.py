@@ -65,6 +65,13 @@ class MoELoRALinear(AdaptedLinear):
             out = dispatch.combine(grouped_up(dispatch.gate(codes), bank))
         return self.dropout(self.output_dropout, self.scaled(out)).view(*lead, self.out_features)
 
+    def inference_update_(self, flat: torch.Tensor, out: torch.Tensor, lead: torch.Size) -> bool:
+        """Dense routing inferring: routed_update_ with A^T, R_x^T and B^T, transposed views (nothing to fold)."""
+        if self.top_k is not None:  # top-k dispatch: the general path
+            return False
+        return self.routed_update_(flat, out, lead, self.lora_A.t(), self.router_weight.t(),
+                                   self.expert_bank.t())
+
 
 register_method(MethodSpec(
     name="moelora", label="MoELoRA", layer_class=MoELoRALinear, routing="token",

@@ -159,7 +159,7 @@ class TTLoRALinear(AdaptedLinear):
                                    "sequence first; call the model, not the layer.")
         rows = x.reshape(1 if chosen is None else chosen.shape[0], -1, self.in_features)
         if self.inferring:  # delta W never changes here: two small matmuls through its boundary factors
-            down, up = self.cached("boundary", tuple(self.tt_cores),
+            down, up = self.cached("boundary", self.core_tensors(),
                                    lambda: boundary_factors(self.tt_cores, self.input_factors))
             if chosen is not None:
                 down, up = down[chosen], up[chosen]  # (B, D_in, r_K), (B, r_K, D_out): each sequence its expert
@@ -169,6 +169,39 @@ class TTLoRALinear(AdaptedLinear):
             cores = list(self.tt_cores) if chosen is None else [core[chosen] for core in self.tt_cores]
             out = tt_contract(rows, cores, self.input_factors, self.output_factors)
         return self.scaled(out).reshape(*lead, self.out_features)
+
+    def core_tensors(self) -> list:
+        """The cores in order, read from the ParameterList's own dict: iterating the list itself goes through
+        getattr per item (~8 us for six cores), more than a decoding token's TT arithmetic."""
+        cores = list(self.tt_cores._parameters.values())
+        return cores if len(cores) == len(self.tt_cores) else list(self.tt_cores)
+
+    def inference_update_(self, flat: torch.Tensor, out: torch.Tensor, lead: torch.Size) -> bool:
+        """out (N, D_out) += alpha * delta W x in place, through the boundary factors of every expert side by side
+        (cached): one mm gives each token the codes of all E experts (N, E * r_K); a TT-LoRA MoE zeroes the codes
+        of the experts its sequence was not routed to (one masked_fill_ with the (B, 1, E, 1) mask the whole model
+        shares for this forward, instead of gathering each layer's chosen factors per call), and one addmm_
+        applies the stacked up-factors. Filling with 0 (not multiplying by a 0/1 mask) keeps an unchosen
+        expert's inf or nan out of the sum."""
+        down, up = self.cached("stacked", self.core_tensors(), self._stacked_factors)
+        if down.dtype != flat.dtype:
+            return False
+        code = torch.mm(flat, down)  # (N, E * r_K)
+        if self.num_experts > 1:
+            unchosen = self.shared.unchosen_experts(self.num_experts, code.device)  # (B, 1, E, 1)
+            if unchosen is None or flat.shape[0] % unchosen.shape[0]:
+                return False  # delta() explains what is missing
+            code.view(unchosen.shape[0], -1, self.num_experts, code.shape[-1] // self.num_experts).masked_fill_(
+                unchosen, 0.0)
+        out.addmm_(code, up, alpha=self.scaling)
+        return True
+
+    def _stacked_factors(self) -> tuple:
+        """The boundary factors of all E experts side by side: down (D_in, E * r_K), expert e in columns
+        [e * r_K, (e + 1) * r_K); up (E * r_K, D_out), expert e in the same rows."""
+        down, up = boundary_factors(self.tt_cores, self.input_factors)  # (E, D_in, r_K), (E, r_K, D_out)
+        experts, d_in, rank = down.shape
+        return down.permute(1, 0, 2).reshape(d_in, experts * rank), up.reshape(experts * rank, -1)
 
     def delta_weight(self, expert: int = 0) -> torch.Tensor:
         """alpha * delta W (D_out, D_in) of one expert, rebuilt from its cores."""

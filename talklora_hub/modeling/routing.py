@@ -158,10 +158,12 @@ class RoutingRecorder:
         self.records: List[RoutingRecord] = []
         self.aux_terms: List[torch.Tensor] = []
         self.traces: list = []
+        self.forwards = 0  # model forwards begun: per-forward state (the TT-LoRA MoE expert mask) keys on it
 
     def begin(self, keep_weights: bool, need_aux: bool, token_mask: Optional[torch.Tensor],
               sequence_experts: Optional[torch.Tensor] = None) -> None:
         self.active = True
+        self.forwards += 1
         self.keep_weights = keep_weights or bool(self.traces)
         self.need_aux = need_aux
         self.token_mask = token_mask

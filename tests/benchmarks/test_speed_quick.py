@@ -59,11 +59,11 @@ def test_generate_quick(tmp_path):
     seen = {(r["method"], r["batch"], r["trace"]) for r in rows}
     for batch in ("1", "8"):
         assert ("base", batch, "—") in seen
-        for method in METHODS:
+        for method in METHODS + ["peft-lora"]:  # peft's LoRA, unmerged: the peer row
             traces = ["off", "on"] if method in ROUTED else ["—"]
             for trace in traces:
                 assert (method, batch, trace) in seen, (method, batch, trace)
-    assert len(rows) == 2 * (1 + len(METHODS) + len(ROUTED))
+    assert len(rows) == 2 * (1 + len(METHODS) + 1 + len(ROUTED))
     for row in rows:
         positive(row["tokens/s"])
         ratio = positive(row["ratio to base"])

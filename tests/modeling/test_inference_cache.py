@@ -1,6 +1,7 @@
-"""Inferring (eval mode, no grad) the layers cache their parameter-only products (folded up-projection, fused
-down-projection + router; TT-LoRA's delta W split at its boundary into two small factors). The cache must never be stale: after an optimizer step, load_state_dict,
-.to() and a dtype change the output equals a fresh computation (the grad-enabled path, which never caches)."""
+"""Inferring (eval mode, no grad) the layers cache their parameter-only products (TalkLoRA's M and router folded
+into its down-projection; TT-LoRA's delta W split at its boundary into two small factors). The cache must never be
+stale: after an optimizer step, load_state_dict, .to() and a dtype change the output equals a fresh computation
+(the grad-enabled path, which never caches)."""
 
 import pytest
 import torch
@@ -42,7 +43,8 @@ def test_the_cache_is_used_and_never_stale(method, input_ids):
     model = _model(method)
     _check(model, input_ids)
     layers = list(adapter_layers(model).values())
-    assert all("_inference_cache" in layer.__dict__ for layer in layers)
+    # MoELoRA's eval fast path reads A, R and B as they are: it has nothing folded to cache
+    assert all(("_inference_cache" in layer.__dict__) == (method != "moelora") for layer in layers)
 
     # an optimizer step
     model.train()
