@@ -32,7 +32,7 @@ def probe_batches(model, tokenizer, task_item: Any, head: str, max_length: int, 
                   batch_size: int = 16) -> List[Batch]:
     """The first `limit` test examples of one task as right-padded (input_ids, attention_mask) batches."""
     from talklora_hub.train.data import encode_examples, pad_id
-    from talklora_hub.zoo.scoring import test_rows
+    from talklora_hub.evaluation.scoring import test_rows
 
     data, per_task = test_rows([task_item], head)
     rows = per_task[data.names[0]][:limit]

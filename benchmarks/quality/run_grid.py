@@ -7,7 +7,7 @@
 
 A cell is (variant, task, seed): one training run of talklora_hub.train.train on that task alone (every
 variant shares base, targets, data, steps, lr, batch and max_length), then scoring on the WHOLE test split
-(talklora_hub.zoo.scoring.score: accuracy, Wilson 95% interval, per-example hits), and for routed variants
+(talklora_hub.evaluation.scoring.score: accuracy, Wilson 95% interval, per-example hits), and for routed variants
 routing balance and routing stability on the first --routing-examples test examples (grid_measures).
 Each cell is one JSON file, DIR/cells/<variant>__<task>__seed<seed>.json, written atomically when the cell
 ends; a re-run skips finished cells, so an interrupted grid resumes where it stopped.
@@ -119,7 +119,8 @@ def _accuracy_on(model, tokenizer, task_item: Any, head: str, max_length: int, s
     import torch
 
     from talklora_hub.evaluation.intervals import accuracy_with_interval
-    from talklora_hub.zoo.scoring import predict, test_rows
+    from talklora_hub.evaluation.scoring import test_rows
+    from talklora_hub.train.evaluate import predict_labels
 
     data, per_task = test_rows([task_item], head, split=split)
     name = data.names[0]
@@ -129,14 +130,14 @@ def _accuracy_on(model, tokenizer, task_item: Any, head: str, max_length: int, s
                          "Fix: pass one --lr value (no search), or give the task a validation split.")
     model.eval()
     with torch.no_grad():
-        predictions = predict(model, tokenizer, data, name, rows, head, max_length)
+        predictions = predict_labels(model, tokenizer, data, name, rows, head, max_length)
     return accuracy_with_interval(predictions, [int(r["label"]) for r in rows]).to_dict()
 
 
 def run_cell(grid: Grid, variant: str, task_item: Any, seed: int, lr: float, validation: bool = False) -> Dict[str, Any]:
     """Trains one cell and measures it; returns its JSON-able record (hits: one 0/1 per test example)."""
     from talklora_hub.train import TrainConfig, train
-    from talklora_hub.zoo.scoring import score
+    from talklora_hub.evaluation.scoring import score
 
     task = task_item if isinstance(task_item, str) else task_item[0]
     fields = {**variant_fields(variant, grid.r, grid.matched["rank"] if grid.matched else None), **grid.shared_fields()}

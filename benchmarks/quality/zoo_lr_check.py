@@ -32,14 +32,15 @@ def cell_path(out: Path, entry: str, lr: float, seed: int) -> Path:
 def validation_hits(model, tokenizer, tasks: Sequence[Any], head: str, max_length: int) -> Dict[str, Dict[str, Any]]:
     """{task: {"accuracy", "correct", "n", "hits"}} on each task's whole validation split, in split order."""
     from talklora_hub.evaluation.intervals import accuracy_with_interval
-    from talklora_hub.zoo.scoring import predict, test_rows
+    from talklora_hub.evaluation.scoring import test_rows
+    from talklora_hub.train.evaluate import predict_labels
 
     model.eval()
     data, per_task = test_rows(tasks, head, split="validation")
     out = {}
     for task in data.names:
         rows = per_task[task]
-        predictions = predict(model, tokenizer, data, task, rows, head, max_length, EVAL_BATCH)
+        predictions = predict_labels(model, tokenizer, data, task, rows, head, max_length, EVAL_BATCH)
         labels = [int(r["label"]) for r in rows]
         acc = accuracy_with_interval(predictions, labels)
         out[task] = {"accuracy": acc.value, "low": acc.low, "high": acc.high, "correct": acc.correct, "n": acc.n,

@@ -15,10 +15,3 @@ def test_accuracy_and_hits_agree_example_by_example():
     assert (accuracy.low, accuracy.high) == pytest.approx(wilson_interval(2, 4))
     with pytest.raises(ValueError, match="`predictions` must have one entry per reference"):
         accuracy_and_hits([1], [1, 0])
-
-
-def test_the_zoo_import_path_names_the_same_code():
-    from talklora_hub.train.evaluate import predict_labels
-    from talklora_hub.zoo import scoring
-
-    assert (scoring.score, scoring.test_rows, scoring.predict) == (home.score, home.test_rows, predict_labels)
