@@ -50,10 +50,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="requests each client sends, one after the other (default 4; 2 with --quick)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="new tokens per request (default 64; "
                                                                          "8 with --quick)")
+    # Not serve's own default: it sizes each server's KV cache from the free memory, and the two servers of a run,
+    # started together, each took ~12 GB of a 23 GB machine until the kernel killed one (measured on CPU).
     parser.add_argument("--cb-num-blocks", type=int, default=None,
-                        help="KV cache blocks of each server (default: serve's, sized from free memory; 64 with "
-                             "--quick)")
-    parser.add_argument("--cb-block-size", type=int, default=None, help="tokens per KV cache block")
+                        help="KV cache blocks of each server (default 256, x --cb-block-size 32 = 8,192 tokens in "
+                             "flight; 64 with --quick)")
+    parser.add_argument("--cb-block-size", type=int, default=None, help="tokens per KV cache block (default 32; 16 "
+                                                                        "with --quick)")
     parser.add_argument("--cb-max-batch-tokens", type=int, default=None, help="most tokens in one batch")
     parser.add_argument("--startup-timeout", type=float, default=600, help="seconds a server may take to start")
     args = sc.finish_args(parser, parser.parse_args(argv))
@@ -66,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.max_new_tokens = 8 if args.quick else 64
     if args.quick and args.cb_num_blocks is None:
         args.cb_num_blocks, args.cb_block_size, args.cb_max_batch_tokens = 64, 16, 256
+    elif args.cb_num_blocks is None:
+        args.cb_num_blocks, args.cb_block_size = 256, args.cb_block_size or 32
     if args.mixture is not None and not Path(args.mixture).is_dir():
         parser.error(f"--mixture must be a folder written by save_pretrained, got {args.mixture!r}")
     return args
