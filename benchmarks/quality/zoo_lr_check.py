@@ -20,32 +20,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List
 
 EVAL_BATCH = 16
 
 
 def cell_path(out: Path, entry: str, lr: float, seed: int) -> Path:
     return out / "cells" / f"{entry}__lr{lr:g}__seed{seed}.json"
-
-
-def validation_hits(model, tokenizer, tasks: Sequence[Any], head: str, max_length: int) -> Dict[str, Dict[str, Any]]:
-    """{task: {"accuracy", "correct", "n", "hits"}} on each task's whole validation split, in split order."""
-    from talklora_hub.evaluation.intervals import accuracy_with_interval
-    from talklora_hub.evaluation.scoring import test_rows
-    from talklora_hub.train.evaluate import predict_labels
-
-    model.eval()
-    data, per_task = test_rows(tasks, head, split="validation")
-    out = {}
-    for task in data.names:
-        rows = per_task[task]
-        predictions = predict_labels(model, tokenizer, data, task, rows, head, max_length, EVAL_BATCH)
-        labels = [int(r["label"]) for r in rows]
-        acc = accuracy_with_interval(predictions, labels)
-        out[task] = {"accuracy": acc.value, "low": acc.low, "high": acc.high, "correct": acc.correct, "n": acc.n,
-                     "hits": [int(p) == y for p, y in zip(predictions, labels)]}
-    return out
 
 
 def shipped_model(entry: str):
@@ -75,6 +56,7 @@ def trained_model(recipe, lr: float, seed: int, runs: Path, progress: bool):
 
 
 def run_cell(entry: str, lr: float, seed: int, out: Path, runs: Path, progress: bool) -> Dict[str, Any]:
+    from talklora_hub.evaluation.scoring import score
     from talklora_hub.zoo.recipes import get_recipe
 
     recipe = get_recipe(entry)
@@ -86,7 +68,8 @@ def run_cell(entry: str, lr: float, seed: int, out: Path, runs: Path, progress: 
     else:
         model, tokenizer, head, losses = trained_model(recipe, lr, seed, runs, progress)
     trained = time.perf_counter()
-    scores = validation_hits(model, tokenizer, recipe.tasks, head, recipe.train["max_length"])
+    scores = score(model, tokenizer, recipe.tasks, head, recipe.train["max_length"], EVAL_BATCH, progress=False,
+                   split="validation")
     cell = {"entry": entry, "lr": lr, "seed": seed, "source": "shipped entry" if shipped else "retrained",
             "recipe_lr": recipe.train["lr"], "split": "validation", "scores": scores,
             "losses_last": losses[-3:], "seconds": {"train": round(trained - started, 1),

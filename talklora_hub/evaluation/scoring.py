@@ -32,15 +32,16 @@ def test_rows(tasks: Sequence[Any], head: str, split: str = "test"):
 
 
 def score(model, tokenizer, tasks: Sequence[Any], head: str, max_length: int, batch_size: int = 16,
-          limit: Optional[int] = None, progress: bool = True) -> Dict[str, Dict[str, Any]]:
-    """{task: {"accuracy", "low", "high", "correct", "n", "hits"}} on each task's test split (or its first
-    `limit` examples). hits: one bool per scored example, in split order."""
+          limit: Optional[int] = None, progress: bool = True, split: str = "test") -> Dict[str, Dict[str, Any]]:
+    """{task: {"accuracy", "low", "high", "correct", "n", "hits"}} on each task's `split` (the test split unless a
+    choice is being made: then "validation"), or its first `limit` examples. hits: one bool per scored example,
+    in split order."""
     from tqdm.auto import tqdm
 
     from ..train.evaluate import predict_labels
 
     model.eval()
-    data, per_task = test_rows(tasks, head)
+    data, per_task = test_rows(tasks, head, split)
     out: Dict[str, Dict[str, Any]] = {}
     for task in tqdm(data.names, desc="score", disable=not progress, leave=False):
         rows = per_task[task][:limit] if limit else per_task[task]

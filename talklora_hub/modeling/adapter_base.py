@@ -274,7 +274,7 @@ class AdaptedLinear(nn.Module):
         logits = torch.mm(flat, router_t)  # (N, E)
         probs = torch.softmax(logits, -1, dtype=torch.float32)  # route()'s rule: fp32 weights, dense
         recorder = self.shared.recorder
-        if recorder.need_aux or (recorder.active and recorder.keep_weights):
+        if recorder.listening:
             recorder.report(self.module_name, self.layer_index, lead, logits, probs, probs, None)
         gates = (probs if probs.dtype == flat.dtype else probs.to(flat.dtype)).unsqueeze(-1)  # (N, E, 1)
         gated = torch.mm(flat, down_t).view(-1, self.num_experts, self.settings.expert_rank) * gates  # (N, E, d)

@@ -170,6 +170,12 @@ class RoutingRecorder:
         self.sequence_experts = sequence_experts
         self.records, self.aux_terms = [], []
 
+    @property
+    def listening(self) -> bool:
+        """Whether report() would keep anything (an aux-loss term or a routing record): a layer may skip building
+        what it would report when not."""
+        return self.need_aux or (self.active and self.keep_weights)
+
     def report(self, name: str, layer: int, lead_shape: torch.Size, logits: torch.Tensor, probs: torch.Tensor,
                weights: torch.Tensor, top_idx: Optional[torch.Tensor]) -> None:
         """logits, probs, weights: (N, E) with N = prod(lead_shape) tokens; top_idx: (N, k) or None."""
