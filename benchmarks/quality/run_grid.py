@@ -115,23 +115,17 @@ def check_grid_file(grid: Grid) -> None:
 
 
 # ---- one cell ----------------------------------------------------------------------------------
-def _accuracy_on(model, tokenizer, task_item: Any, head: str, max_length: int, split: str) -> Dict[str, Any]:
-    import torch
+def _validation_record(model, tokenizer, task: str, task_item: Any, head: str, max_length: int) -> Dict[str, Any]:
+    """The cell's accuracy on the whole validation split, in the record shape the lr search reads
+    ({value, low, high, correct, n}), scored by the same evaluation.scoring.score as the test split."""
+    from talklora_hub.evaluation.scoring import score
 
-    from talklora_hub.evaluation.intervals import accuracy_with_interval
-    from talklora_hub.evaluation.scoring import test_rows
-    from talklora_hub.train.evaluate import predict_labels
-
-    data, per_task = test_rows([task_item], head, split=split)
-    name = data.names[0]
-    rows = per_task[name]
-    if not rows:
-        raise SystemExit(f"task {name!r} has no {split} examples; the lr search needs a validation split. "
-                         "Fix: pass one --lr value (no search), or give the task a validation split.")
-    model.eval()
-    with torch.no_grad():
-        predictions = predict_labels(model, tokenizer, data, name, rows, head, max_length)
-    return accuracy_with_interval(predictions, [int(r["label"]) for r in rows]).to_dict()
+    try:
+        scored = score(model, tokenizer, [task_item], head, max_length, progress=False, split="validation")[task]
+    except ValueError as error:
+        raise SystemExit(f"{error} The lr search needs a validation split: pass one --lr value (no search) "
+                         "instead.") from error
+    return {"value": scored["accuracy"], **{k: scored[k] for k in ("low", "high", "correct", "n")}}
 
 
 def run_cell(grid: Grid, variant: str, task_item: Any, seed: int, lr: float, validation: bool = False) -> Dict[str, Any]:
@@ -162,7 +156,7 @@ def run_cell(grid: Grid, variant: str, task_item: Any, seed: int, lr: float, val
                                        "normalised per-token entropy, load CV, max share, dead experts"),
         "train_timing": result.timing}
     if validation:
-        record["validation"] = _accuracy_on(model, tokenizer, task_item, result.head, grid.max_length, "validation")
+        record["validation"] = _validation_record(model, tokenizer, task, task_item, result.head, grid.max_length)
     if variant in ROUTED:
         batches = probe_batches(model, tokenizer, task_item, result.head, grid.max_length, grid.routing_examples)
         record["routing_test"] = routing_figures(model, batches)

@@ -2,7 +2,7 @@
 
   python benchmarks/speed/bench_generate.py [--model PATH|smollm2-135m-instruct] [--quick] [--repeats 5]
       [--max-new-tokens 32] [--batches 1,8] [--methods lora,...] [--threads 1] [--clock wall|cpu]
-      [--device cpu|cuda] [--out FILE.md]
+      [--device cpu|cuda] [--dtypes fp32,bf16] [--compile] [--out FILE.md]
 
 Variants, all built in this one process from the same weights and measured side by side (interleaved,
 order rotated each repeat, one untimed warm-up call each, medians):
@@ -17,7 +17,8 @@ At batch 1 (one prompt) and batch 8 (eight prompts of different lengths, left-pa
 exactly --max-new-tokens new tokens (min_new_tokens = max_new_tokens, so an early EOS never shortens a call).
 tokens/s = batch x new tokens / wall time of one generate() call (prompt prefill included; with --clock cpu the
 thread's CPU time instead, for a shared machine); ratio to base = tokens/s / the base's tokens/s at the same batch
-(and dtype). --device cuda measures fp32 and bf16 on the GPU.
+(and dtype). --device cuda measures fp32 and bf16 on the GPU. --compile adds every model compiled (static cache,
+torch.compile with inductor), measured in the same rounds, its ratios to the compiled base.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--clock", default="wall", choices=sc.CLOCKS,
                         help="wall: elapsed time (default); cpu: this thread's CPU time, blind to other processes "
                              "preempting it on a shared machine (CPU, one torch thread)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also measure every model compiled: generate() with the static cache and torch.compile "
+                             "(inductor; a C++ compiler on CPU), ratios to the compiled base")
     args = sc.finish_args(parser, parser.parse_args(argv))
     if args.max_new_tokens is None:
         args.max_new_tokens = 8 if args.quick else 32
@@ -59,15 +63,28 @@ def prompts_batch(tokenizer, batch: int, device: str):
     return {k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
 
 
-def make_call(model, inputs, new_tokens: int, pad_id: int, trace: bool, checks: dict, key: str):
-    """One generate() call (optionally inside trace_routing); the first call checks the token count."""
+def compiled_generation() -> dict:
+    """generate() keywords that compile its decoding step: the static cache and an inductor CompileConfig, on every
+    device (transformers compiles on GPUs only unless told)."""
+    from transformers import CompileConfig
+
+    config = CompileConfig(fullgraph=False, backend="inductor", mode="default")
+    config._compile_all_devices = True
+    return {"cache_implementation": "static", "compile_config": config}
+
+
+def make_call(model, inputs, new_tokens: int, pad_id: int, trace: bool, checks: dict, key: str,
+              compiled: bool = False):
+    """One generate() call (optionally inside trace_routing, or compiled); the first call checks the token count."""
     import torch
+
+    extra = compiled_generation() if compiled else {}
 
     def call():
         context = model.trace_routing() if trace else contextlib.nullcontext()
         with torch.inference_mode(), context as recorded:
             out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                 use_cache=True, pad_token_id=pad_id, num_beams=1)
+                                 use_cache=True, pad_token_id=pad_id, num_beams=1, **extra)
         if key not in checks:
             generated = out.shape[1] - inputs["input_ids"].shape[1]
             if generated != new_tokens:
@@ -99,29 +116,57 @@ def measure_plan(args, folder: Path, tokenizer, device: str, dtype_name: str, pa
             raise RuntimeError(f"{name}: logits equal the base model's; the adapter is not doing any arithmetic")
     checks: dict = {}
     variants = {}
+    modes = ["eager", "compiled"] if args.compile else ["eager"]
     for batch in args.batches:
         inputs = prompts_batch(tokenizer, batch, device)
-        for name, model in models.items():
-            traces = [False, True] if name in sc.ROUTED else [None]
-            for trace in traces:
-                key = f"{name}|{batch}|{'-' if trace is None else ('on' if trace else 'off')}"
-                variants[key] = make_call(model, inputs, args.max_new_tokens, pad_id, bool(trace), checks, key)
+        for mode in modes:
+            for name, model in models.items():
+                # The trace's cost is an eager question: compiled, only the untraced call is measured.
+                traces = [False, True] if name in sc.ROUTED and mode == "eager" else [None]
+                for trace in traces:
+                    key = f"{name}|{batch}|{'-' if trace is None else ('on' if trace else 'off')}|{mode}"
+                    variants[key] = make_call(model, inputs, args.max_new_tokens, pad_id, bool(trace), checks, key,
+                                              compiled=mode == "compiled")
+    first_call = compile_each(variants, device) if args.compile else {}
     samples = sc.interleaved_samples(variants, args.repeats, warmup=1, device=device, clock=args.clock)
     rows, results = [], []
     for key, times in samples.items():
-        name, batch, trace = key.split("|")
+        name, batch, trace, mode = key.split("|")
         batch = int(batch)
+        base_times = samples[f"base|{batch}|-|{mode}"]
         tps = batch * args.max_new_tokens / sc.median(times)
-        base_tps = batch * args.max_new_tokens / sc.median(samples[f"base|{batch}|-"])
-        results.append({"method": name, "device": device, "dtype": dtype_name, "batch": batch,
+        base_tps = batch * args.max_new_tokens / sc.median(base_times)
+        paired = [b / t for b, t in zip(base_times, times)]  # per round: this variant vs the base, same round
+        results.append({"method": name, "device": device, "dtype": dtype_name, "batch": batch, "mode": mode,
                         "trace": {"-": None, "on": True, "off": False}[trace], "seconds": times,
                         "median_s": sc.median(times), "tokens_per_s": tps, "ratio_to_base": tps / base_tps,
+                        "paired_ratios": paired, "first_call_s": first_call.get(key),
                         "max_abs_logit_diff_vs_base": differs.get(name), **checks[key]})
-        rows.append([name, device, dtype_name, batch, "—" if trace == "-" else trace, f"{tps:.1f}",
-                     f"{tps / base_tps:.2f}"])
+        rows.append([name, device, dtype_name, mode, batch, "—" if trace == "-" else trace, f"{tps:.1f}",
+                     f"{tps / base_tps:.2f}", f"{min(paired):.2f}–{max(paired):.2f}"])
     payload.setdefault("results", []).extend(results)
     del models, base
     return rows
+
+
+def compile_each(variants: dict, device: str) -> dict:
+    """Runs each compiled variant once (inductor compiles it here, untimed by the samples) and returns
+    {key: seconds of that first call}. Lifts dynamo's recompile limit: every model and batch size is one more
+    compiled entry of the same forward code, and past the limit (8) dynamo silently runs the rest eagerly."""
+    import time
+
+    import torch
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(variants))
+    first = {}
+    for key, call in variants.items():
+        if key.endswith("|compiled"):
+            sc.synchronize(device)
+            start = time.perf_counter()
+            call()
+            sc.synchronize(device)
+            first[key] = time.perf_counter() - start
+    return first
 
 
 def main(argv=None) -> int:
@@ -138,7 +183,7 @@ def measure_all(args, plan, folder: Path, description: str, tmp: Path) -> int:
         tokenizer.pad_token = tokenizer.eos_token
     env = sc.environment(args)
     payload: dict = {"model": description, "max_new_tokens": args.max_new_tokens, "batches": args.batches,
-                     "repeats": args.repeats, "methods": args.methods, "clock": args.clock,
+                     "repeats": args.repeats, "methods": args.methods, "clock": args.clock, "compile": args.compile,
                      "rank": sc.QUICK_RANK if args.quick else sc.FULL_RANK,
                      "prompt_tokens": {b: prompts_batch(tokenizer, b, "cpu")["attention_mask"].sum(1).tolist()
                                        for b in args.batches}}
@@ -155,8 +200,13 @@ def measure_all(args, plan, folder: Path, description: str, tmp: Path) -> int:
              f"adapters at r = {payload['rank']} on the default targets, B non-zero; "
              f"medians of {args.repeats} interleaved repeats (order rotated, 1 warm-up each)",
              f"tokens/s = batch x new tokens / one generate() call (prefill included; {args.clock} clock); "
-             "ratio to base = tokens/s / base tokens/s at the same batch and dtype; trace: trace_routing() off/on"]
-    table = sc.table_md(["method", "device", "dtype", "batch", "trace", "tokens/s", "ratio to base"], rows)
+             "ratio to base = tokens/s / base tokens/s at the same batch, dtype and mode; per-round range: the "
+             "lowest and highest of the ratios taken within one round (the variant beside the base in that "
+             "round); trace: trace_routing() off/on",
+             "mode: eager (dynamic cache), or compiled (static cache, torch.compile with inductor; the compile "
+             "happens in an untimed first call, its seconds in the JSON)"]
+    table = sc.table_md(["method", "device", "dtype", "mode", "batch", "trace", "tokens/s", "ratio to base",
+                         "per-round range"], rows)
     sc.emit(args, TITLE, env, notes, table, payload)
     return 0
 

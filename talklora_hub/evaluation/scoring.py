@@ -45,6 +45,9 @@ def score(model, tokenizer, tasks: Sequence[Any], head: str, max_length: int, ba
     out: Dict[str, Dict[str, Any]] = {}
     for task in tqdm(data.names, desc="score", disable=not progress, leave=False):
         rows = per_task[task][:limit] if limit else per_task[task]
+        if not rows:
+            raise ValueError(f"task {task!r} has no {split} examples to score. Fix: give the task a {split} split, "
+                             "or score another split.")
         predictions = predict_labels(model, tokenizer, data, task, rows, head, max_length, batch_size)
         accuracy, hits = accuracy_and_hits(predictions, [int(r["label"]) for r in rows])
         out[task] = {"accuracy": accuracy.value, "low": accuracy.low, "high": accuracy.high,

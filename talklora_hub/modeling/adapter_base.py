@@ -173,8 +173,11 @@ class AdaptedLinear(nn.Module):
     # ---- inference cache ----------------------------------------------------------------------
     @property
     def inferring(self) -> bool:
-        """Eval mode without autograd (generate(), scoring under no_grad): parameter-only products may be cached."""
-        return not self.training and not torch.is_grad_enabled()
+        """Eval mode without autograd (generate(), scoring under no_grad), eager: parameter-only products (folds,
+        boundary factors) are computed once and cached. Not inside torch.compile: a compiled graph cannot keep the
+        cache, so it would recompute each fold on every decoding step, which costs more than the per-token
+        arithmetic the fold saves; compiled, the layers run the training arithmetic, which inductor fuses."""
+        return not self.training and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
 
     def cached(self, name: str, tensors, compute):
         """compute() (a product of parameters only), cached across forwards while inferring.
@@ -185,7 +188,7 @@ class AdaptedLinear(nn.Module):
         tensor put in place (load_state_dict(assign=True), `param.data = ...`, a dtype or device change outside
         .to()) is allocated while the old one still lives, so its data pointer differs: dtype, device and shape
         need no check of their own (that check cost ~0.2 us a tensor, on every call of every layer)."""
-        if not self.inferring or torch.compiler.is_compiling():  # a traced graph must not branch on data_ptr
+        if not self.inferring:  # training, or a traced graph (which must not branch on data_ptr)
             return compute()
         key = [(t.data_ptr(), t._version) for t in tensors]
         store = self.__dict__.setdefault("_inference_cache", {})

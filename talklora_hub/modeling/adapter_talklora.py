@@ -97,10 +97,18 @@ class TalkLoRALinear(AdaptedLinear):
         probs, weights, top_idx = route(logits, self.top_k)
         self.shared.recorder.report(self.module_name, self.layer_index, lead, logits, probs, weights, top_idx)
         weights = self.dropout(self.routing_dropout, weights)
-        up, d = self.expert_up_projection(), self.expert_rank
+        d = self.expert_rank
         if top_idx is None:
-            out = F.linear((z.view(-1, self.num_experts, d) * weights.to(z.dtype).unsqueeze(-1)).flatten(1), up)
+            gated = z.view(-1, self.num_experts, d) * weights.to(z.dtype).unsqueeze(-1)  # (N, E, d)
+            if torch.compiler.is_compiling():
+                # Each M_e applied to the N codes (N E d^2 products) rather than folded into B (D_out E d^2): a
+                # compiled graph would refold every decoding step. The same function, summed in another order.
+                mapped = torch.einsum("ekj,nej->nek", self.expert_maps, gated)
+                out = F.linear(mapped.flatten(1), self.expert_bank)
+            else:
+                out = F.linear(gated.flatten(1), self.expert_up_projection())
         else:
+            up = self.expert_up_projection()
             # The router needed every chunk of z; only the unselected experts' up-projections are skipped.
             dispatch = ExpertDispatch(top_idx, weights)
             codes = dispatch.gather_chunks(z.view(-1, self.num_experts, d))

@@ -159,8 +159,7 @@ class TTLoRALinear(AdaptedLinear):
                                    "sequence first; call the model, not the layer.")
         rows = x.reshape(1 if chosen is None else chosen.shape[0], -1, self.in_features)
         if self.inferring:  # delta W never changes here: two small matmuls through its boundary factors
-            down, up = self.cached("boundary", self.core_tensors(),
-                                   lambda: boundary_factors(self.tt_cores, self.input_factors))
+            down, up = self.expert_factors()
             if chosen is not None:
                 down, up = down[chosen], up[chosen]  # (B, D_in, r_K), (B, r_K, D_out): each sequence its expert
             out = torch.matmul(torch.matmul(rows, down), up)
@@ -195,6 +194,14 @@ class TTLoRALinear(AdaptedLinear):
                 unchosen, 0.0)
         out.addmm_(code, up, alpha=self.scaling)
         return True
+
+    def expert_factors(self) -> tuple:
+        """Inferring: the boundary factors per expert, down (E, D_in, r_K) and up (E, r_K, D_out), as views of the one
+        cached stacked pair the fast path uses (so a layer holds a single copy of them)."""
+        down, up = self.cached("stacked", self.core_tensors(), self._stacked_factors)
+        experts = self.num_experts
+        return (down.view(self.in_features, experts, -1).permute(1, 0, 2),
+                up.view(experts, -1, self.out_features))
 
     def _stacked_factors(self) -> tuple:
         """The boundary factors of all E experts side by side: down (D_in, E * r_K), expert e in columns

@@ -163,7 +163,11 @@ class RoutingRecorder:
     def begin(self, keep_weights: bool, need_aux: bool, token_mask: Optional[torch.Tensor],
               sequence_experts: Optional[torch.Tensor] = None) -> None:
         self.active = True
-        self.forwards += 1
+        if not torch.compiler.is_compiling():
+            # Only the eager fast path reads it. A compiled forward must not touch it: torch.compile treats a
+            # module's int attributes as constants, so bumping it would recompile every decoding step until the
+            # recompile limit, then fall back to eager for the rest of the run.
+            self.forwards += 1
         self.keep_weights = keep_weights or bool(self.traces)
         self.need_aux = need_aux
         self.token_mask = token_mask

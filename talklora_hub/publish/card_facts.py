@@ -57,7 +57,7 @@ class CardFacts:
             if getattr(self, name) is None:
                 raise ValueError(f"`CardFacts.{name}` is a required card fact ({_MEANING[name]}), got None. Fix: "
                                  f"fill it from the run's result (train_facts.facts_from_train_result does).")
-        _check("tasks", self.tasks, (list, tuple), "a list of task names, e.g. ['spam']")
+        _check("tasks", self.tasks, (list, tuple), "a list of task names, e.g. ['spam']", items=str)
         _check("training", self.training, dict, "a dict {row label: figure}")
         _check("evaluation", self.evaluation, (list, tuple), "a list of row dicts {task, split, metric, value, ...}")
         _check("task_details", self.task_details, dict, "a dict {task: describe_tasks facts}")
@@ -81,8 +81,9 @@ _MEANING = {"tasks": "the task names the model was trained on", "training": "the
 _ROW_KEYS = {"task", "split", "metric", "value", "count"}
 
 
-def _check(name: str, value: Any, kind, shape: str) -> None:
-    if not isinstance(value, kind) or (name == "tasks" and not all(isinstance(t, str) for t in value)):
+def _check(name: str, value: Any, kind, shape: str, items: Optional[type] = None) -> None:
+    """Raises unless value is a `kind` (and, given `items`, a collection of `items` only)."""
+    if not isinstance(value, kind) or (items is not None and not all(isinstance(item, items) for item in value)):
         raise ValueError(f"`CardFacts.{name}` must be {shape}, got {value!r}. Fix: pass it in that shape.")
 
 

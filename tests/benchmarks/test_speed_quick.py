@@ -52,6 +52,21 @@ def check_header_and_json(out, script):
     return text, data
 
 
+def test_generate_quick_compiled(tmp_path):
+    """--compile: each model also measured compiled (static cache, inductor), its ratio to the compiled base."""
+    out, _ = run_bench("bench_generate", tmp_path, "--quick", "--compile", "--batches", "1", "--methods", "talklora",
+                       "--repeats", "1", timeout=600)
+    text, data = check_header_and_json(out, "bench_generate")
+    rows = {(r["method"], r["mode"], r["trace"]): r for r in table_rows(text)}
+    assert set(rows) == {("base", "eager", "—"), ("talklora", "eager", "off"), ("talklora", "eager", "on"),
+                         ("base", "compiled", "—"), ("talklora", "compiled", "—")}
+    assert positive(rows[("base", "compiled", "—")]["ratio to base"]) == 1.0
+    positive(rows[("talklora", "compiled", "—")]["ratio to base"])
+    compiled = [r for r in data["results"] if r["mode"] == "compiled"]
+    assert len(compiled) == 2 and all(r["first_call_s"] > 0 for r in compiled)
+    assert all(r["generated"] == data["max_new_tokens"] for r in compiled)
+
+
 def test_generate_quick(tmp_path):
     out, _ = run_bench("bench_generate", tmp_path, "--quick")
     text, data = check_header_and_json(out, "bench_generate")
@@ -67,8 +82,10 @@ def test_generate_quick(tmp_path):
     for row in rows:
         positive(row["tokens/s"])
         ratio = positive(row["ratio to base"])
+        low, high = (positive(x) for x in row["per-round range"].split("–"))
+        assert low <= high and row["mode"] == "eager"
         if row["method"] == "base":
-            assert ratio == 1.0
+            assert ratio == 1.0 and low == high == 1.0
     # The adapters really compute (logits differ from the base's) and traced calls recorded every step.
     for result in data["results"]:
         if result["method"] != "base":
