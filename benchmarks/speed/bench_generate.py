@@ -115,10 +115,14 @@ def measure_plan(args, folder: Path, tokenizer, device: str, dtype_name: str, pa
         if not diff > 0:
             raise RuntimeError(f"{name}: logits equal the base model's; the adapter is not doing any arithmetic")
     checks: dict = {}
-    variants = {}
     modes = ["eager", "compiled"] if args.compile else ["eager"]
+    samples, first_call = {}, {}
+    # One batch size at a time: generate() keeps one static cache per model and makes a new one when the batch
+    # changes, and a compiled step is guarded on its cache's tensors, so alternating batch sizes would recompile
+    # (inside the timed rounds). Ratios compare variants of the same batch, so nothing is lost.
     for batch in args.batches:
         inputs = prompts_batch(tokenizer, batch, device)
+        variants = {}
         for mode in modes:
             for name, model in models.items():
                 # The trace's cost is an eager question: compiled, only the untraced call is measured.
@@ -127,8 +131,13 @@ def measure_plan(args, folder: Path, tokenizer, device: str, dtype_name: str, pa
                     key = f"{name}|{batch}|{'-' if trace is None else ('on' if trace else 'off')}|{mode}"
                     variants[key] = make_call(model, inputs, args.max_new_tokens, pad_id, bool(trace), checks, key,
                                               compiled=mode == "compiled")
-    first_call = compile_each(variants, device) if args.compile else {}
-    samples = sc.interleaved_samples(variants, args.repeats, warmup=1, device=device, clock=args.clock)
+        if args.compile:
+            first_call.update(compile_each(variants, device))
+        graphs = compiled_graphs()
+        samples.update(sc.interleaved_samples(variants, args.repeats, warmup=1, device=device, clock=args.clock))
+        if compiled_graphs() != graphs:
+            raise RuntimeError(f"batch {batch}: torch.compile compiled {compiled_graphs() - graphs} more graph(s) "
+                               "inside the timed rounds, so the compiled rows would time compilation")
     rows, results = [], []
     for key, times in samples.items():
         name, batch, trace, mode = key.split("|")
@@ -157,7 +166,7 @@ def compile_each(variants: dict, device: str) -> dict:
 
     import torch
 
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(variants))
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     first = {}
     for key, call in variants.items():
         if key.endswith("|compiled"):
@@ -167,6 +176,13 @@ def compile_each(variants: dict, device: str) -> dict:
             sc.synchronize(device)
             first[key] = time.perf_counter() - start
     return first
+
+
+def compiled_graphs() -> int:
+    """How many graphs dynamo has compiled in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def main(argv=None) -> int:

@@ -54,16 +54,19 @@ def check_header_and_json(out, script):
 
 def test_generate_quick_compiled(tmp_path):
     """--compile: each model also measured compiled (static cache, inductor), its ratio to the compiled base."""
-    out, _ = run_bench("bench_generate", tmp_path, "--quick", "--compile", "--batches", "1", "--methods", "talklora",
-                       "--repeats", "1", timeout=600)
+    out, _ = run_bench("bench_generate", tmp_path, "--quick", "--compile", "--batches", "1,2", "--methods", "talklora",
+                       "--repeats", "2", timeout=600)
+    # (The script itself fails if anything compiled inside the timed rounds: two batch sizes check that too.)
     text, data = check_header_and_json(out, "bench_generate")
-    rows = {(r["method"], r["mode"], r["trace"]): r for r in table_rows(text)}
-    assert set(rows) == {("base", "eager", "—"), ("talklora", "eager", "off"), ("talklora", "eager", "on"),
-                         ("base", "compiled", "—"), ("talklora", "compiled", "—")}
-    assert positive(rows[("base", "compiled", "—")]["ratio to base"]) == 1.0
-    positive(rows[("talklora", "compiled", "—")]["ratio to base"])
+    rows = {(r["method"], r["mode"], r["trace"], r["batch"]): r for r in table_rows(text)}
+    per_batch = {("base", "eager", "—"), ("talklora", "eager", "off"), ("talklora", "eager", "on"),
+                 ("base", "compiled", "—"), ("talklora", "compiled", "—")}
+    assert set(rows) == {key + (batch,) for key in per_batch for batch in ("1", "2")}
+    for batch in ("1", "2"):
+        assert positive(rows[("base", "compiled", "—", batch)]["ratio to base"]) == 1.0
+        positive(rows[("talklora", "compiled", "—", batch)]["ratio to base"])
     compiled = [r for r in data["results"] if r["mode"] == "compiled"]
-    assert len(compiled) == 2 and all(r["first_call_s"] > 0 for r in compiled)
+    assert len(compiled) == 4 and all(r["first_call_s"] > 0 for r in compiled)
     assert all(r["generated"] == data["max_new_tokens"] for r in compiled)
 
 
