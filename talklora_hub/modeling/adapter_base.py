@@ -251,9 +251,9 @@ class AdaptedLinear(nn.Module):
         so writing into it is safe). A decoding token's adapter arithmetic is a few (N, 576) x (576, 32) products,
         cheaper than the dispatch of the ops around them: this path uses the fewest ops (cached transposed
         factors, mm, one addmm_ into the base output instead of a matmul, a scale and an add). It equals the
-        general path up to float rounding. Off under autocast (the ops would mix dtypes) and torch.compile."""
-        if (x.dtype != result.dtype or not result.is_contiguous() or torch.is_autocast_enabled(x.device.type)
-                or torch.compiler.is_compiling()):
+        general path up to float rounding. Off under autocast (the ops would mix dtypes); never reached under
+        torch.compile (forward calls it only while `inferring`, which is off there)."""
+        if x.dtype != result.dtype or not result.is_contiguous() or torch.is_autocast_enabled(x.device.type):
             return False
         return self.inference_update_(x.reshape(-1, self.in_features), result.view(-1, self.out_features),
                                       x.shape[:-1])

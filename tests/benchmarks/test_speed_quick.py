@@ -54,8 +54,8 @@ def check_header_and_json(out, script):
 
 def test_generate_quick_compiled(tmp_path):
     """--compile: each model also measured compiled (static cache, inductor), its ratio to the compiled base."""
-    out, _ = run_bench("bench_generate", tmp_path, "--quick", "--compile", "--batches", "1,2", "--methods", "talklora,ttlora-moe3",
-                       "--repeats", "2", timeout=600)
+    out, _ = run_bench("bench_generate", tmp_path, "--quick", "--compile", "--batches", "1,2",
+                       "--methods", "talklora,ttlora-moe3", "--repeats", "2", timeout=600)
     # (The script itself fails if anything compiled inside the timed rounds: two batch sizes, and the TT-LoRA MoE
     # whose graph break makes the other model compile once more, check that too.)
     text, data = check_header_and_json(out, "bench_generate")
