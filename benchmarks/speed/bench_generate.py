@@ -161,9 +161,11 @@ def measure_plan(args, folder: Path, tokenizer, device: str, dtype_name: str, pa
 
 def compile_each(variants: dict, device: str, max_passes: int = 4) -> dict:
     """Calls every compiled variant, pass after pass, until a whole pass compiles nothing more (inductor compiles
-    here, untimed by the samples), and returns {key: seconds of its first call}. One pass is not enough: a model
-    whose graph breaks (the TT-LoRA MoE) leaves a short entry on the shared forward code that the other adapted
-    models then match, and they compile once more behind it on their next call. Lifts dynamo's recompile limit:
+    here, untimed by the samples), and returns {key: seconds of its first call}. Today one pass is enough; the
+    loop guards against a model whose graph breaks (as the TT-LoRA MoE's did, on the cache length): that leaves a
+    short entry on the shared forward code, which the other adapted models then match, and they compile once more
+    behind it on their next call (tests/modeling/test_generation_stack.py checks that this no longer happens, and
+    watched() refuses a timed round that compiles). Lifts dynamo's recompile limit:
     every model and batch size is one more compiled entry of the same forward code, and past the limit (8) dynamo
     silently runs the rest eagerly."""
     import time

@@ -8,7 +8,7 @@ Part of the bundle that travels inside every saved model: imports only torch and
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
 
@@ -59,18 +59,41 @@ class SequenceRoutingMixin:
             self.adapter_shared.sequence_experts = kept
 
     @staticmethod
-    def _decoding_with_cache(kwargs: Dict[str, Any]) -> bool:
-        """Whether this forward continues a non-empty KV cache (given as `cache` or `past_key_values`)."""
+    def _cache_length(kwargs: Dict[str, Any]) -> Union[int, torch.Tensor]:
+        """How many positions the given KV cache (`cache` or `past_key_values`) already holds: 0 with none, an int
+        for a dynamic or legacy tuple cache, a 0-dim tensor for an initialized static cache (whose length lives on
+        the device, so that one compiled graph serves every decoding step)."""
         for name in CACHE_NAMES:
             cache = kwargs.get(name)
             if cache is None:
                 continue
             if hasattr(cache, "get_seq_length"):
-                if cache.get_seq_length() > 0:
-                    return True
-            elif isinstance(cache, (tuple, list)) and len(cache) > 0:  # a legacy tuple cache
-                return True
-        return False
+                return cache.get_seq_length()
+            if isinstance(cache, (tuple, list)):  # a legacy tuple cache
+                return cache[0][0].shape[-2] if len(cache) > 0 else 0
+        return 0
+
+    @classmethod
+    def _decoding_with_cache(cls, kwargs: Dict[str, Any], held: Optional[torch.Tensor],
+                             batch: Optional[int]) -> bool:
+        """Whether this forward continues a non-empty KV cache, so the experts chosen on the prompt (held) serve it.
+
+        Eager, the cache's length says so. Compiled, a static cache's length is a tensor, and branching on its value
+        would break the graph at every decoding step; there the branch is taken on what dynamo can guard on (an
+        expert is held for each row of this batch) and the cache's length is asserted inside the graph to agree,
+        so a wrong guess (a compiled prefill on a reused cache) raises instead of holding a stale expert."""
+        length = cls._cache_length(kwargs)
+        if not isinstance(length, torch.Tensor):
+            return length > 0
+        if not torch.compiler.is_compiling():
+            return bool(length > 0)
+        continuing = held is not None and (batch is None or held.shape[0] == batch)
+        torch._assert_async((length > 0) == continuing, (
+            "A compiled TT-LoRA MoE forward guessed whether the KV cache is empty from whether experts are held for "
+            "this batch, and guessed wrong (a compiled prefill on a reused cache, or a decoding step without a "
+            "routed prompt). Fix: run the prompt uncompiled (generate() does), or call "
+            "model.adapter_shared.sequence_experts = None before a new prompt."))
+        return continuing
 
     def _choose_sequence_experts(self, kwargs: Dict[str, Any], sequence_experts: Optional[torch.Tensor] = None,
                                  router_attention_mask: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
@@ -86,7 +109,7 @@ class SequenceRoutingMixin:
         reference = kwargs.get("input_ids", kwargs.get("inputs_embeds"))
         batch = None if reference is None else reference.shape[0]
         forced = None if sequence_experts is None else self._checked_experts(sequence_experts, batch)
-        if self._decoding_with_cache(kwargs):
+        if self._decoding_with_cache(kwargs, shared.sequence_experts, batch):
             if forced is not None:
                 shared.sequence_experts = forced
             held = shared.sequence_experts
@@ -105,8 +128,9 @@ class SequenceRoutingMixin:
         if mask is not None:
             backbone_args["attention_mask"] = mask
         positions = kwargs.get("position_ids")
-        if positions is None and mask is not None and not bool(mask.bool().all()):
-            # Padding (left padding, in generation) must not shift the positions the router's pass sees.
+        if positions is None and mask is not None:
+            # Padding (left padding, in generation) must not shift the positions the router's pass sees. Without
+            # padding this gives 0..S-1, the backbone's own default; computed either way, so no branch on a value.
             positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
         if positions is not None and "position_ids" in inspect.signature(backbone.forward).parameters:
             backbone_args["position_ids"] = positions

@@ -56,8 +56,8 @@ def test_generate_quick_compiled(tmp_path):
     """--compile: each model also measured compiled (static cache, inductor), its ratio to the compiled base."""
     out, _ = run_bench("bench_generate", tmp_path, "--quick", "--compile", "--batches", "1,2",
                        "--methods", "talklora,ttlora-moe3", "--repeats", "2", timeout=600)
-    # (The script itself fails if anything compiled inside the timed rounds: two batch sizes, and the TT-LoRA MoE
-    # whose graph break makes the other model compile once more, check that too.)
+    # (The script itself fails if anything compiled inside the timed rounds: two batch sizes and a token-routed
+    # model beside the per-sequence-routed TT-LoRA MoE check that too.)
     text, data = check_header_and_json(out, "bench_generate")
     rows = {(r["method"], r["mode"], r["trace"], r["batch"]): r for r in table_rows(text)}
     per_batch = {("base", "eager", "—"), ("base", "compiled", "—")}

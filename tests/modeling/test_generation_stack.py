@@ -147,10 +147,10 @@ def compile_config(backend: str, fullgraph: bool) -> CompileConfig:
 
 # lora with inductor: real code generation on this CPU (a C++ compiler is needed; gcc is here). The others traced
 # with backend "eager" (dynamo's tracing, no code generation, fast); every token-routed method traces whole (no
-# graph break). Left: a TT-LoRA MoE breaks where it asks whether the KV cache is empty (a tensor value:
-# sequence_routing._decoding_with_cache) to decide between routing and holding the expert.
+# graph break), the TT-LoRA MoE too: it decides "route or hold the expert" without branching on the static cache's
+# length (sequence_routing._decoding_with_cache).
 COMPILED = [("lora", "inductor", True), ("ttlora", "eager", True), ("moelora", "eager", True),
-            ("talklora", "eager", True), ("ttlora-moe", "eager", False)]
+            ("talklora", "eager", True), ("ttlora-moe", "eager", True)]
 
 
 @pytest.mark.parametrize("variant,backend,fullgraph", COMPILED)
@@ -177,6 +177,64 @@ def test_torch_compile_gives_the_plain_generate_tokens(variant, backend, fullgra
     assert graphs <= (1 if fullgraph else 2), f"{graphs} graphs for {NEW - 1} decoding steps: it recompiles"
     if fullgraph:
         assert not breaks
+
+
+def test_compiled_models_side_by_side_compile_once_each():
+    """Every adapted model shares TalkLoRAForCausalLM.forward's code object. A graph break in one (the TT-LoRA MoE's
+    old branch on the cache length) left a short compiled entry there that the others then matched, so each
+    compiled once more on its next call: a second round of generate() calls must compile nothing."""
+    from torch._dynamo.utils import counters
+
+    models = {variant: build(variant) for variant in ("lora", "ttlora-moe")}
+    ids, mask = left_padded_batch()
+
+    def graphs_of_one_round():
+        before = counters["stats"]["unique_graphs"]
+        for model in models.values():
+            model.generate(ids, attention_mask=mask, max_new_tokens=NEW, do_sample=False,
+                           cache_implementation="static", compile_config=compile_config("eager", False))
+        return counters["stats"]["unique_graphs"] - before
+
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        first, second = graphs_of_one_round(), graphs_of_one_round()
+        breaks = dict(counters["graph_break"])
+    finally:
+        torch._dynamo.reset()
+    assert (first, second) == (2, 0), f"graphs compiled per round: {first}, then {second}"
+    assert not breaks
+
+
+def test_a_compiled_ttlora_moe_refuses_a_stale_expert_on_a_reused_static_cache():
+    """Compiled, a TT-LoRA MoE cannot branch on the static cache's length (a tensor) without a graph break, so it
+    holds the expert whenever one is held for the batch and asserts inside the graph that the cache is not empty.
+    A compiled prefill on a reused (reset) cache while last prompt's experts are still held must raise, not decode
+    the new prompt with the old experts; uncompiled, the same call reads the length and routes afresh."""
+    import inspect
+
+    from transformers import LlamaForCausalLM, StaticCache
+
+    model = build("ttlora-moe")
+    name = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+    ids, mask = left_padded_batch()
+    cache = StaticCache(config=model.config, max_cache_len=32)
+    with torch.no_grad():
+        model(ids, attention_mask=mask, **{name: cache})  # eager prefill: routes, holds three experts
+        routed = model.adapter_shared.sequence_experts.clone()
+        assert len(set(routed.tolist())) == 3
+        cache.reset()
+        flipped = ids.flip(0), mask.flip(0)  # the same prompts in reverse order: each row's expert changes
+        torch._dynamo.reset()
+        try:
+            compiled = torch.compile(model, backend="eager", fullgraph=True)
+            with pytest.raises(RuntimeError, match="guessed wrong"):
+                compiled(flipped[0], attention_mask=flipped[1], **{name: cache})
+        finally:
+            torch._dynamo.reset()
+        cache.reset()
+        model(flipped[0], attention_mask=flipped[1], **{name: cache})  # eager: the length says "empty"
+    assert model.adapter_shared.sequence_experts.tolist() == routed.flip(0).tolist()
 
 
 def cb_config() -> ContinuousBatchingConfig:
@@ -226,7 +284,7 @@ def test_a_compiled_forward_gives_the_eager_logits(models, variant):
         expected = model(ids, attention_mask=mask).logits
         torch._dynamo.reset()
         try:
-            compiled = torch.compile(model, backend="eager", fullgraph=variant != "ttlora-moe")
+            compiled = torch.compile(model, backend="eager", fullgraph=True)
             got = compiled(ids, attention_mask=mask).logits
         finally:
             torch._dynamo.reset()
