@@ -251,12 +251,43 @@ class AdaptedLinear(nn.Module):
         so writing into it is safe). A decoding token's adapter arithmetic is a few (N, 576) x (576, 32) products,
         cheaper than the dispatch of the ops around them: this path uses the fewest ops (cached transposed
         factors, mm, one addmm_ into the base output instead of a matmul, a scale and an add). It equals the
-        general path up to float rounding. Off under autocast (the ops would mix dtypes); never reached under
-        torch.compile (forward calls it only while `inferring`, which is off there)."""
+        general path up to float rounding. A bf16 or fp16 input on a CPU has its update computed in fp32 and then
+        added into the output (product_dtype says why). Off under autocast (the ops would mix dtypes); never
+        reached under torch.compile (forward calls it only while `inferring`, which is off there)."""
         if x.dtype != result.dtype or not result.is_contiguous() or torch.is_autocast_enabled(x.device.type):
             return False
-        return self.inference_update_(x.reshape(-1, self.in_features), result.view(-1, self.out_features),
-                                      x.shape[:-1])
+        flat, out = x.reshape(-1, self.in_features), result.view(-1, self.out_features)
+        dtype = self.product_dtype(x)
+        if dtype == x.dtype:
+            return self.inference_update_(flat, out, x.shape[:-1])
+        update = out.new_zeros(out.shape, dtype=dtype)  # (N, D_out) in fp32, added into the half-precision output
+        if not self.inference_update_(flat.to(dtype), update, x.shape[:-1]):
+            return False
+        out.add_(update)
+        return True
+
+    @staticmethod
+    def product_dtype(x: torch.Tensor) -> torch.dtype:
+        """The dtype the fast path's products run in for input x: fp32 for a bf16 or fp16 input on a CPU, else x's.
+        A decoding token's adapter products are tiny, and on a CPU half precision has no fast kernel for them: one
+        thread, (1, 576) x (576, 32) takes 22 us in bf16 against 4.3 us in fp32, and (1, 32) x (32, 1536) 32 against 6
+        (docs/speed-epyc/REPORT.md: an AMD EPYC with native AVX512-BF16), while the base's large products do gain from
+        bf16. So the update is computed in fp32 from fp32 copies of the factors (cached) and added into the output."""
+        if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+            return torch.float32
+        return x.dtype
+
+    def factors_in(self, dtype: torch.dtype, name: str, key_tensors, factors: tuple) -> Optional[tuple]:
+        """factors (views of parameters, or cached folds of them) in `dtype`: themselves when they have it; fp32
+        copies of half-precision factors, cached under `name` and keyed on key_tensors (the parameters they come
+        from), so a bf16 model on a CPU converts each factor once, not on every token; None where that would round
+        a factor down (fp32 adapter factors beside a bf16 input on a GPU), and the layer takes the general path,
+        which computes in the adapter's own dtype."""
+        if all(f.dtype == dtype for f in factors):
+            return factors
+        if dtype != torch.float32:
+            return None
+        return self.cached(f"{name} in {dtype}", key_tensors, lambda: tuple(f.to(dtype) for f in factors))
 
     def inference_update_(self, flat: torch.Tensor, out: torch.Tensor, lead: torch.Size) -> bool:
         """Per method: out (N, D_out) += delta(flat (N, D_in)) in place, True; False where it has no fast path
@@ -269,11 +300,9 @@ class AdaptedLinear(nn.Module):
 
         flat: (N, D_in); out: (N, D_out); down_t: (D_in, r), the code z = flat down_t (N, r), expert e owning
         columns [e*d, (e+1)*d); router_t: (D_in, E), the router logits' map (linear in x for both methods); up_t:
-        (r, D_out), expert e owning rows [e*d, (e+1)*d). Two mm rather than one over [down_t, router_t] and two
-        slices: the slices, and the gating on a strided slice, cost more than the second mm (measured, N = 1 and 8).
-        Reports to the recorder only when a trace or the aux loss wants the decision."""
-        if down_t.dtype != flat.dtype:
-            return False
+        (r, D_out), expert e owning rows [e*d, (e+1)*d); all three in flat's dtype (factors_in). Two mm rather
+        than one over [down_t, router_t] and two slices: the slices, and the gating on a strided slice, cost more
+        than the second mm (measured, N = 1 and 8). Reports to the recorder only when a trace or the aux loss wants the decision."""
         logits = torch.mm(flat, router_t)  # (N, E)
         probs = torch.softmax(logits, -1, dtype=torch.float32)  # route()'s rule: fp32 weights, dense
         recorder = self.shared.recorder

@@ -35,9 +35,10 @@ class LoRALinear(AdaptedLinear):
         alpha = s: that rounds otherwise, and a plain LoRA must give exactly the logits peft gives for the same
         adapter (tests/evaluation/test_peft_interop.py); the two extra in-place ops cost about 1 µs a layer."""
         lora_A, lora_B = self.lora_A, self.lora_B
-        if lora_A.dtype != flat.dtype:
+        factors = self.factors_in(flat.dtype, "factors", (lora_A, lora_B), (lora_A.t(), lora_B.t()))
+        if factors is None:
             return False
-        out.add_(torch.mm(torch.mm(flat, lora_A.t()), lora_B.t()).mul_(self.scaling))
+        out.add_(torch.mm(torch.mm(flat, factors[0]), factors[1]).mul_(self.scaling))
         return True
 
     def delta_weight(self) -> torch.Tensor:

@@ -69,8 +69,9 @@ class MoELoRALinear(AdaptedLinear):
         """Dense routing inferring: routed_update_ with A^T, R_x^T and B^T, transposed views (nothing to fold)."""
         if self.top_k is not None:  # top-k dispatch: the general path
             return False
-        return self.routed_update_(flat, out, lead, self.lora_A.t(), self.router_weight.t(),
-                                   self.expert_bank.t())
+        lora_A, router, bank = self.lora_A, self.router_weight, self.expert_bank
+        factors = self.factors_in(flat.dtype, "factors", (lora_A, router, bank), (lora_A.t(), router.t(), bank.t()))
+        return factors is not None and self.routed_update_(flat, out, lead, *factors)
 
 
 register_method(MethodSpec(

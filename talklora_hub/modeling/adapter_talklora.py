@@ -125,7 +125,9 @@ class TalkLoRALinear(AdaptedLinear):
             return False
         tensors = self.own_tensors("lora_A", "expert_maps", "router_weight", "talk")
         down_t, router_t = self.cached("folded_down", tensors, self._fold_down_projection)
-        return self.routed_update_(flat, out, lead, down_t, router_t, self.expert_bank.t())
+        bank = self.expert_bank
+        factors = self.factors_in(flat.dtype, "factors", tensors + [bank], (down_t, router_t, bank.t()))
+        return factors is not None and self.routed_update_(flat, out, lead, *factors)
 
     def _fold_down_projection(self) -> tuple:
         """(M A)^T (D_in, r), columns [e*d, (e+1)*d) the rows of M_e A_e; (R_eff A)^T (D_in, E), the router."""

@@ -182,9 +182,11 @@ class TTLoRALinear(AdaptedLinear):
         shares for this forward, instead of gathering each layer's chosen factors per call), and one addmm_
         applies the stacked up-factors. Filling with 0 (not multiplying by a 0/1 mask) keeps an unchosen
         expert's inf or nan out of the sum."""
-        down, up = self.cached("stacked", self.core_tensors(), self._stacked_factors)
-        if down.dtype != flat.dtype:
+        cores = self.core_tensors()
+        factors = self.factors_in(flat.dtype, "stacked", cores, self.cached("stacked", cores, self._stacked_factors))
+        if factors is None:
             return False
+        down, up = factors
         code = torch.mm(flat, down)  # (N, E * r_K)
         if self.num_experts > 1:
             unchosen = self.shared.unchosen_experts(self.num_experts, code.device)  # (B, 1, E, 1)

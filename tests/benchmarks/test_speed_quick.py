@@ -101,6 +101,32 @@ def test_generate_quick(tmp_path):
         assert result["generated"] == data["max_new_tokens"] and len(result["seconds"]) == data["repeats"]
 
 
+def test_profile_decode_quick(tmp_path):
+    """profile_decode: a row per model, dtype and batch; the adapted models' extra ops over the base are counted
+    (positive: every adapter adds ops), and the class shares of the extra time add up to 100%."""
+    out, _ = run_bench("profile_decode", tmp_path, "--quick", "--methods", "lora,talklora", "--batches", "1,2")
+    text, data = check_header_and_json(out, "profile_decode")
+    rows = {(r["method"], r["dtype"], r["batch"]): r for r in table_rows(text)}
+    assert set(rows) == {(m, d, b) for m in ("base", "lora", "talklora") for d in ("fp32", "bf16") for b in "12"}
+    for (method, dtype, batch), row in rows.items():
+        positive(row["step ms"])
+        positive(row["ratio to base"])
+        if method == "base":
+            assert row["added ms"] == row["extra ops / step"] == "–"
+            continue
+        assert positive(row["extra ops / step"]) >= 1
+        shares = [row[f"share: {c}"] for c in ("products", "elementwise", "dispatch")]
+        if "–" not in shares:
+            assert abs(sum(float(c.rstrip("%")) for c in shares) - 100) <= 2, shares
+    talklora = {r["dtype"]: r for r in data["results"] if r["method"] == "talklora" and r["batch"] == 1}
+    # TalkLoRA's routed update adds more ops than plain LoRA's two products, in every precision.
+    lora = {r["dtype"]: r for r in data["results"] if r["method"] == "lora" and r["batch"] == 1}
+    for dtype in ("fp32", "bf16"):
+        more = [sum(e["calls"] for e in r["extra_over_base"].values()) for r in (talklora[dtype], lora[dtype])]
+        assert more[0] > more[1] > 0, more
+    assert data["op_floor_us"] > 0
+
+
 def test_train_quick(tmp_path):
     out, _ = run_bench("bench_train", tmp_path, "--quick")
     text, data = check_header_and_json(out, "bench_train")

@@ -257,3 +257,51 @@ def test_the_fast_path_leaves_its_input_untouched(input_ids):
     assert torch.equal(x, kept)
     with torch.enable_grad():
         _close(fast, layer(x))
+
+
+@pytest.mark.parametrize("method", FAST)
+def test_half_precision_on_a_cpu_computes_the_update_in_fp32(method, input_ids):
+    """bf16 on a CPU, the fast path computes the update from cached fp32 copies of the factors (half-precision
+    small products have no fast CPU kernel) and adds it into the bf16 output. The copies follow the parameters: an
+    in-place edit changes the next forward exactly as the fresh model's forward."""
+    model = _model(method).to(torch.bfloat16)
+    layers = list(adapter_layers(model).values())
+    assert all(layer.product_dtype(torch.ones(1, dtype=torch.bfloat16)) == torch.float32 for layer in layers)
+    first = _fast(model, input_ids).logits
+    copies = [key for layer in layers for key in layer.__dict__.get("_inference_cache", {}) if "float32" in key]
+    assert len(copies) == len(layers), copies  # one fp32 set of factors per layer
+    assert all(value.dtype == torch.float32 for layer in layers for key, (_, values) in
+               layer.__dict__["_inference_cache"].items() if "float32" in key for value in values)
+    assert first.dtype == torch.bfloat16
+    with torch.no_grad():
+        for name in model.adapter_tensor_names():
+            tensor = model.get_parameter(name) if name in dict(model.named_parameters()) else model.get_buffer(name)
+            tensor.mul_(1.5)
+    edited = _fast(model, input_ids).logits
+    fresh = _model(method).to(torch.bfloat16)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(edited, _fast(fresh, input_ids).logits) and not torch.equal(edited, first)
+
+
+def test_a_bf16_lora_layer_on_a_cpu_adds_its_fp32_update_into_the_bf16_output():
+    """The arithmetic, exactly: bf16(W0 x in bf16 + (x A^T) B^T s computed in fp32 from the bf16 values)."""
+    layer = adapter_layers(_model("lora")).popitem()[1].to(torch.bfloat16)
+    x = torch.randn(3, layer.in_features).to(torch.bfloat16)
+    with torch.no_grad():
+        got = layer(x)
+        base = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        update = (x.float() @ layer.lora_A.float().t()) @ layer.lora_B.float().t() * layer.scaling
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, (base.float() + update).to(torch.bfloat16))
+
+
+def test_fp32_adapter_factors_beside_a_bf16_input_off_the_cpu_take_the_general_path():
+    """Where the products would run in bf16 (not on a CPU), fp32 adapter factors are never rounded down to bf16
+    for the fast path: the layer returns False from infer_into, and delta() computes in the adapter's fp32."""
+    layer = adapter_layers(_model("lora")).popitem()[1]
+    flat = torch.randn(2, layer.in_features)
+    assert layer.factors_in(torch.bfloat16, "factors", (layer.lora_A,), (layer.lora_A.t(),)) is None
+    assert layer.factors_in(torch.float32, "factors", (layer.lora_A,), (layer.lora_A.t(),))[0].dtype == torch.float32
+    with torch.no_grad():
+        out = torch.zeros(2, layer.out_features, dtype=torch.bfloat16)
+        assert layer.inference_update_(flat.to(torch.bfloat16), out, flat.shape[:-1]) is False
