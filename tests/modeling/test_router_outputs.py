@@ -41,6 +41,25 @@ def test_router_logits_have_mixtrals_layout(method, input_ids):
     assert out.router_logits[0].requires_grad  # as Mixtral's: a loss on them trains the routers
 
 
+
+@pytest.mark.parametrize("method", ["moelora", "talklora"])
+def test_a_trace_beside_autograd_keeps_no_graph_while_the_outputs_keep_theirs(method, input_ids):
+    """The recorder skips detach() where there is no graph (decoding); with one, the trace must still hold
+    detached logits and weights of the same values, and the forward's own router_logits keep their graph."""
+    model = routed(method)
+    with model.trace_routing() as trace:
+        out = model(input_ids, output_router_logits=True)
+    with torch.no_grad():
+        with model.trace_routing() as plain:
+            model(input_ids)
+    batch, seq = input_ids.shape
+    assert out.router_logits[0].requires_grad and out.router_logits[0].grad_fn is not None
+    for record, plain_record, logits in zip(trace.steps[0], plain.steps[0], out.router_logits):
+        assert not record.logits.requires_grad and not record.weights.requires_grad
+        assert record.weights.shape == (batch, seq, 4)
+        torch.testing.assert_close(record.logits, logits.detach())
+        torch.testing.assert_close(plain_record.weights, record.weights)
+
 @pytest.mark.parametrize("method", ["moelora", "talklora"])
 def test_transformers_load_balancing_loss_is_about_one_for_a_uniform_router(method, input_ids):
     model = routed(method)
