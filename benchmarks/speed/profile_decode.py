@@ -2,15 +2,20 @@
 the fixed cost of its extra ops (dispatch, views, bookkeeping)?
 
   python benchmarks/speed/profile_decode.py [--model PATH|smollm2-135m-instruct] [--quick] [--methods lora,talklora]
-      [--dtypes fp32,bf16] [--batches 1,8] [--steps 16] [--repeats 5] [--threads 1] [--out FILE.md]
+      [--dtypes fp32,bf16] [--batches 1,8] [--steps 16] [--repeats 5] [--profile-rounds 3]
+      [--clock wall|cpu] [--threads 1] [--out FILE.md]
 
 For each dtype and batch, the bare base and each method (built as bench_generate builds them: r = 32, B non-zero)
 decode --steps tokens one forward at a time from a prefilled dynamic cache (eval, inference_mode, greedy). Two
 measurements, in one process:
 
-- step ms: the wall time of one decoding step, unprofiled, in interleaved rounds (order rotated; medians of the
+- step ms: the time of one decoding step, unprofiled, in interleaved rounds (order rotated; medians of the
   --repeats rounds' per-step means): the real added time, "added ms" = adapted - base, and the ratio base / adapted;
-- one torch.profiler pass of --steps steps per variant: every aten op's calls and self CPU time, per step. The
+  beside it the quartiles of the per-round paired ratios (base / adapted within one round), how far one round
+  strays. --clock cpu times the calling thread's CPU time (time.thread_time) instead of the wall clock: with one
+  torch thread every op runs on it, so time other processes take drops out (not their pressure on the caches);
+- --profile-rounds torch.profiler passes of --steps steps per variant, interleaved: every aten op's calls and self
+  CPU time per step, each op's time the median over the passes. The
   adapted model's extra over the base, per op class:
     products     mm, addmm, bmm, mv, ... and oneDNN's kernels: the arithmetic of the (small) matrices;
     elementwise  everything else that computes (softmax, mul, add, index ops, copies);
@@ -56,7 +61,19 @@ def parse_args(argv=None):
     parser = sc.new_parser(__doc__, repeats=5, quick_repeats=2, methods="lora,moelora,talklora", peers=True)
     parser.add_argument("--batches", default="1,8", help="batch sizes (comma-separated; each <= 8)")
     parser.add_argument("--steps", type=int, default=None, help="decoding steps per measure (default 16; 4 --quick)")
+    parser.add_argument("--profile-rounds", type=int, default=None,
+                        help="profiled passes per variant, interleaved; each op's time is their median (default 3; 1 "
+                             "--quick)")
+    parser.add_argument("--clock", default="wall", choices=sc.CLOCKS,
+                        help="time the steps by the wall clock, or by this thread's CPU time (needs --threads 1)")
     args = sc.finish_args(parser, parser.parse_args(argv))
+    if args.profile_rounds is None:
+        args.profile_rounds = 1 if args.quick else 3
+    if args.profile_rounds < 1:
+        parser.error(f"--profile-rounds must be at least 1, got {args.profile_rounds}")
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error(f"--clock cpu measures the calling thread only: it needs --threads 1, got --threads "
+                     f"{args.threads}; use --clock wall there")
     if args.device != "cpu":
         parser.error("--device: the profile splits CPU time per op; it runs on cpu only")
     if args.dtypes is None:
@@ -94,19 +111,29 @@ def decoder(model, inputs: dict, steps: int, cache_name: str):
     return prefill, decode
 
 
-def step_seconds(calls: Dict[str, Tuple], repeats: int, steps: int) -> Dict[str, float]:
-    """{name: median over rounds of the seconds per decoding step}, rounds interleaved, order rotated."""
+def step_seconds(calls: Dict[str, Tuple], repeats: int, steps: int, clock: str = "wall") -> Dict[str, List[float]]:
+    """{name: [seconds per decoding step, one per round]}, rounds interleaved, order rotated."""
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     names = list(calls)
     per_step: Dict[str, List[float]] = defaultdict(list)
     for round_index in range(repeats + 1):  # round 0 warms up
         for name in sc.rotated(names, round_index):
             prefill, decode = calls[name]
             prefill()
-            start = time.perf_counter()
+            start = now()
             decode()
             if round_index:
-                per_step[name].append((time.perf_counter() - start) / steps)
-    return {name: statistics.median(values) for name, values in per_step.items()}
+                per_step[name].append((now() - start) / steps)
+    return dict(per_step)
+
+
+def paired_quartiles(base: List[float], variant: List[float]) -> Tuple[float, float]:
+    """The lower and upper quartile of the per-round ratios base / variant (each round's own pair)."""
+    ratios = sorted(b / v for b, v in zip(base, variant))
+    if len(ratios) < 4:
+        return ratios[0], ratios[-1]
+    quartiles = statistics.quantiles(ratios, n=4)
+    return quartiles[0], quartiles[2]
 
 
 def op_profile(prefill, decode, steps: int) -> Dict[str, Dict[str, float]]:
@@ -121,6 +148,22 @@ def op_profile(prefill, decode, steps: int) -> Dict[str, Dict[str, float]]:
         if event.key.startswith("aten::"):
             ops[event.key] = {"calls": event.count / steps, "us": event.self_cpu_time_total / steps}
     return ops
+
+
+def median_profiles(calls: Dict[str, Tuple], rounds: int, steps: int) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """{name: op_profile's dict} from `rounds` profiled passes per variant, interleaved (order rotated), each op's
+    time the median over the passes (0 in a pass without it): one pass strays by several ms a step here, as much
+    as an adapter adds."""
+    passes: Dict[str, List[dict]] = defaultdict(list)
+    for round_index in range(rounds):
+        for name in sc.rotated(list(calls), round_index):
+            passes[name].append(op_profile(*calls[name], steps))
+    merged = {}
+    for name, profiles in passes.items():
+        ops = {op for profile in profiles for op in profile}
+        merged[name] = {op: {"calls": max(p.get(op, {"calls": 0.0})["calls"] for p in profiles),
+                             "us": statistics.median(p.get(op, {"us": 0.0})["us"] for p in profiles)} for op in ops}
+    return merged
 
 
 def by_class(ops: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
@@ -147,17 +190,21 @@ def op_floor_us(repeats: int = 2000) -> float:
 
 
 def row(name: str, dtype_name: str, batch: int, seconds: Dict[str, float], classes: dict, extra: dict,
-        added_ms: float) -> list:
-    """One table row; the extra-over-base columns are dashes for the base itself."""
+        added_ms: float, spread: Tuple[float, float]) -> list:
+    """One table row; the extra-over-base columns are dashes for the base itself, and the shares are dashes where a
+    class's extra time came out negative (the profiled difference fell within the profiler's own scatter)."""
     step, base = seconds[name] * 1e3, seconds["base"] * 1e3
     cells = [name, dtype_name, batch, f"{step:.2f}", f"{added_ms:+.2f}", f"{base / step:.2f}",
-             f"{classes['products']['us'] / 1e3:.2f}"]
+             f"{spread[0]:.2f}–{spread[1]:.2f}", f"{classes['products']['us'] / 1e3:.2f}"]
     added_profiled = sum(e["us"] for e in extra.values())
-    if name == "base" or added_profiled <= 0:
-        return cells[:4] + ["–"] + cells[5:] + ["–"] * 6
+    if name == "base":
+        return cells[:4] + ["–"] + cells[5:6] + ["–"] + cells[7:] + ["–"] * 6
+    if added_profiled <= 0:
+        return cells + [f"{sum(e['calls'] for e in extra.values()):.0f}"] + ["–"] * 5
+    shares = [f"{extra[c]['us'] / added_profiled:.0%}" if all(extra[k]["us"] >= 0 for k in CLASSES) else "–"
+              for c in CLASSES]
     return cells + [f"{sum(e['calls'] for e in extra.values()):.0f}", f"{extra['products']['us'] / 1e3:+.2f}",
-                    f"{(extra['elementwise']['us'] + extra['dispatch']['us']) / 1e3:+.2f}"] + \
-        [f"{extra[c]['us'] / added_profiled:.0%}" for c in CLASSES]
+                    f"{(extra['elementwise']['us'] + extra['dispatch']['us']) / 1e3:+.2f}"] + shares
 
 
 def measure(args, plan, folder: Path, description: str, tmp: Path) -> int:
@@ -180,29 +227,36 @@ def measure(args, plan, folder: Path, description: str, tmp: Path) -> int:
         for batch in args.batches:
             inputs = prompts_batch(tokenizer, batch, device)
             calls = {name: decoder(model, inputs, args.steps, cache_name) for name, model in models.items()}
-            seconds = step_seconds(calls, args.repeats, args.steps)
-            profiles = {name: op_profile(*calls[name], args.steps) for name in models}
+            rounds = step_seconds(calls, args.repeats, args.steps, args.clock)
+            seconds = {name: statistics.median(values) for name, values in rounds.items()}
+            profiles = median_profiles(calls, args.profile_rounds, args.steps)
             base_classes = by_class(profiles["base"])
             for name in models:
                 classes = by_class(profiles[name])
                 extra = {c: {k: classes[c][k] - base_classes[c][k] for k in ("calls", "us")} for c in CLASSES}
                 added_ms = (seconds[name] - seconds["base"]) * 1e3
+                spread = paired_quartiles(rounds["base"], rounds[name])
                 results.append({"method": name, "dtype": dtype_name, "batch": batch, "step_ms": seconds[name] * 1e3,
                                 "ratio_to_base": seconds["base"] / seconds[name], "added_ms": added_ms,
+                                "paired_ratio_quartiles": spread, "round_step_ms": [x * 1e3 for x in rounds[name]],
                                 "classes": classes, "extra_over_base": extra, "ops": profiles[name]})
-                rows.append(row(name, dtype_name, batch, seconds, classes, extra, added_ms))
+                rows.append(row(name, dtype_name, batch, seconds, classes, extra, added_ms, spread))
         del models
     notes = [f"model: {description}; adapters at r = {sc.QUICK_RANK if args.quick else sc.FULL_RANK} on the default "
              "targets, B non-zero",
              f"{args.steps} decoding steps from a prefilled dynamic cache per measure; step ms: medians of "
-             f"{args.repeats} interleaved unprofiled rounds; the op columns from one torch.profiler pass",
+             f"{args.repeats} interleaved unprofiled rounds ({args.clock} clock), paired quartiles: of the per-round "
+             f"ratios base / adapted; the op columns: each op's median over {args.profile_rounds} interleaved "
+             "torch.profiler passes",
              f"op floor (one unprofiled add of two 8-element tensors): {floor:.2f} µs",
              "products ms: self CPU time of the matrix products per step (profiled); extra: the adapted model's "
              "figure minus the base's; shares: of the adapted model's extra profiled time"]
-    table = sc.table_md(["method", "dtype", "batch", "step ms", "added ms", "ratio to base", "products ms",
+    table = sc.table_md(["method", "dtype", "batch", "step ms", "added ms", "ratio to base", "paired quartiles",
+                         "products ms",
                          "extra ops / step", "extra products ms", "extra other ms", "share: products",
                          "share: elementwise", "share: dispatch"], rows)
     sc.emit(args, TITLE, env, notes, table, {"model": description, "steps": args.steps, "repeats": args.repeats,
+                                              "clock": args.clock,
                                               "op_floor_us": floor, "results": results})
     return 0
 

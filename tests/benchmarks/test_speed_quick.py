@@ -104,16 +104,20 @@ def test_generate_quick(tmp_path):
 def test_profile_decode_quick(tmp_path):
     """profile_decode: a row per model, dtype and batch; the adapted models' extra ops over the base are counted
     (positive: every adapter adds ops), and the class shares of the extra time add up to 100%."""
-    out, _ = run_bench("profile_decode", tmp_path, "--quick", "--methods", "lora,talklora", "--batches", "1,2")
+    out, _ = run_bench("profile_decode", tmp_path, "--quick", "--methods", "lora,talklora", "--batches", "1,2",
+                       "--clock", "cpu", "--profile-rounds", "2")
     text, data = check_header_and_json(out, "profile_decode")
+    assert data["clock"] == "cpu" and "(cpu clock)" in text
     rows = {(r["method"], r["dtype"], r["batch"]): r for r in table_rows(text)}
     assert set(rows) == {(m, d, b) for m in ("base", "lora", "talklora") for d in ("fp32", "bf16") for b in "12"}
     for (method, dtype, batch), row in rows.items():
         positive(row["step ms"])
         positive(row["ratio to base"])
         if method == "base":
-            assert row["added ms"] == row["extra ops / step"] == "–"
+            assert row["added ms"] == row["extra ops / step"] == row["paired quartiles"] == "–"
             continue
+        low, high = (positive(x) for x in row["paired quartiles"].split("–"))
+        assert low <= high
         assert positive(row["extra ops / step"]) >= 1
         shares = [row[f"share: {c}"] for c in ("products", "elementwise", "dispatch")]
         if "–" not in shares:
