@@ -131,6 +131,26 @@ def test_profile_decode_quick(tmp_path):
     assert data["op_floor_us"] > 0
 
 
+
+def test_layer_call_quick(tmp_path):
+    """layer_call: a row per method; the parts add up (added = layer call - base linear, checks = fast path -
+    update, rest = added - fast path, to the printed rounding), the fast path runs (its update costs something)
+    and every adapter adds aten ops to the base linear's."""
+    out, _ = run_bench("layer_call", tmp_path, "--quick", "--methods", "lora,talklora,ttlora-moe3")
+    text, data = check_header_and_json(out, "layer_call")
+    rows = {r["method"]: r for r in table_rows(text)}
+    assert set(rows) == {"lora", "talklora", "ttlora-moe3"}
+    for method, row in rows.items():
+        cell = {key: float(row[key]) for key in ("base linear", "layer call", "added", "fast path", "update",
+                                                 "checks", "rest")}
+        assert abs(cell["added"] - (cell["layer call"] - cell["base linear"])) <= 0.11
+        assert abs(cell["checks"] - (cell["fast path"] - cell["update"])) <= 0.11
+        assert abs(cell["rest"] - (cell["added"] - cell["fast path"])) <= 0.11
+        positive(row["base linear"]), positive(row["update"])
+        assert positive(row["aten ops"]) >= 2, (method, row["aten ops"])
+        assert "->" in row["layer"]
+    assert {r["method"] for r in data["results"]} == set(rows) and data["calls"] == 200
+
 def test_train_quick(tmp_path):
     out, _ = run_bench("bench_train", tmp_path, "--quick")
     text, data = check_header_and_json(out, "bench_train")
