@@ -213,12 +213,8 @@ def main(argv=None) -> int:
 
 def measure_all(args, plan, folder: Path, description: str, tmp: Path) -> int:
     import torch
-    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = sc.left_padded_tokenizer(folder)
     env = sc.environment(args)
     payload: dict = {"model": description, "max_new_tokens": args.max_new_tokens, "batches": args.batches,
                      "repeats": args.repeats, "methods": args.methods, "clock": args.clock, "compile": args.compile,

@@ -209,12 +209,9 @@ def row(name: str, dtype_name: str, batch: int, seconds: Dict[str, float], class
 
 def measure(args, plan, folder: Path, description: str, tmp: Path) -> int:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = sc.left_padded_tokenizer(folder)
     env = sc.environment(args)
     floor = op_floor_us()
     rows, results = [], []

@@ -212,6 +212,18 @@ def save_quick_llama(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def left_padded_tokenizer(folder: Path):
+    """The model folder's tokenizer, padding on the left (a batch of prompts then ends together, as generate()
+    needs), with EOS as the pad token where it has none."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def resolve_model(args: argparse.Namespace, tmp: Path) -> Tuple[Path, str]:
     """(folder, description) of the base model: the quick tiny Llama, a local folder, or a bootstrapped name."""
     if args.quick:

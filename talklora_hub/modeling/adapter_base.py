@@ -302,7 +302,8 @@ class AdaptedLinear(nn.Module):
         columns [e*d, (e+1)*d); router_t: (D_in, E), the router logits' map (linear in x for both methods); up_t:
         (r, D_out), expert e owning rows [e*d, (e+1)*d); all three in flat's dtype (factors_in). Two mm rather
         than one over [down_t, router_t] and two slices: the slices, and the gating on a strided slice, cost more
-        than the second mm (measured, N = 1 and 8). Reports to the recorder only when a trace or the aux loss wants the decision."""
+        than the second mm (measured, N = 1 and 8). Reports to the recorder only when a trace or the aux loss
+        wants the decision."""
         logits = torch.mm(flat, router_t)  # (N, E)
         probs = torch.softmax(logits, -1, dtype=torch.float32)  # route()'s rule: fp32 weights, dense
         recorder = self.shared.recorder

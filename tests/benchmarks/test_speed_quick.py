@@ -131,7 +131,6 @@ def test_profile_decode_quick(tmp_path):
     assert data["op_floor_us"] > 0
 
 
-
 def test_layer_call_quick(tmp_path):
     """layer_call: a row per method; the parts add up (added = layer call - base linear, checks = fast path -
     update, rest = added - fast path, to the printed rounding), the fast path runs (its update costs something)
@@ -150,6 +149,7 @@ def test_layer_call_quick(tmp_path):
         assert positive(row["aten ops"]) >= 2, (method, row["aten ops"])
         assert "->" in row["layer"]
     assert {r["method"] for r in data["results"]} == set(rows) and data["calls"] == 200
+
 
 def test_train_quick(tmp_path):
     out, _ = run_bench("bench_train", tmp_path, "--quick")
