@@ -16,8 +16,10 @@ measures that). Columns, in µs a call:
   layer call       layer(x): base plus adapter, the module call included
   added            layer call - base linear
   fast path        layer.infer_into(x, out): the adapter's whole inferring path into a reused output
-  update           layer.inference_update_(flat, out, lead): the method's own update, without infer_into's checks
-  checks           fast path - update: infer_into's dtype, layout and autocast checks and its reshapes
+  update           layer.apply_plan_(plan, flat, out, lead): the method's own update from its inference plan, without
+                   infer_into's checks
+  checks           fast path - update: infer_into's dtype, layout and autocast checks, its reshapes and the check
+                   of the cached plan against the parameters' versions
   rest             added - fast path: forward's own work beyond the two (the module call, base_forward's method call
                    and forward's conditions; a plain nn.Linear module costs about 0.4 µs over F.linear). Calling
                    F.linear and then infer_into by hand lands within a few µs of the layer call, so this is not
@@ -94,10 +96,11 @@ def measure_method(folder: Path, name: str, args) -> Dict[str, float]:
     with torch.inference_mode():
         model(torch.tensor([[1, 2, 3]]))
         out = torch.zeros(1, 1, layer.out_features)
+        plan = layer.inference_plan(torch.float32)
         calls = {"base linear": lambda: F.linear(x, layer.weight, layer.bias),
                  "layer call": lambda: layer(x),
                  "fast path": lambda: layer.infer_into(x, out),
-                 "update": lambda: layer.inference_update_(flat, out.view(1, -1), flat.shape[:-1])}
+                 "update": lambda: layer.apply_plan_(plan, flat, out.view(1, -1), flat.shape[:-1])}
         if not layer.infer_into(x, out):
             raise RuntimeError(f"{name}: the layer took the general path, not the fast path; nothing to split")
         for call in calls.values():  # warm up

@@ -30,15 +30,26 @@ class LoRALinear(AdaptedLinear):
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         return self.scaled(F.linear(F.linear(self.dropout(self.input_dropout, x), self.lora_A), self.lora_B))
 
-    def inference_update_(self, flat: torch.Tensor, out: torch.Tensor, lead: torch.Size) -> bool:
-        """out (N, D_out) += ((flat A^T) B^T) * s in place (transposed views, nothing cached). Not one addmm_ with
-        alpha = s: that rounds otherwise, and a plain LoRA must give exactly the logits peft gives for the same
-        adapter (tests/evaluation/test_peft_interop.py); the two extra in-place ops cost about 1 µs a layer."""
-        lora_A, lora_B = self.lora_A, self.lora_B
-        factors = self.factors_in(flat.dtype, "factors", (lora_A, lora_B), (lora_A.t(), lora_B.t()))
-        if factors is None:
-            return False
-        out.add_(torch.mm(torch.mm(flat, factors[0]), factors[1]).mul_(self.scaling))
+    def plan_sources(self) -> list:
+        return self.own_tensors("lora_A", "lora_B")
+
+    def build_plan(self, dtype: torch.dtype):
+        """(A^T (D_in, r), B^T (r, D_out)): transposed views of the parameters themselves, not laid_out copies, so the
+        products are the ones peft runs and a plain LoRA gives exactly the logits peft gives for the same adapter
+        (tests/evaluation/test_peft_interop.py; a contiguous B^T is faster but rounds otherwise for one token); for
+        a half-precision model on a CPU, fp32 copies of them."""
+        lora_A, lora_B = self.lora_A.detach(), self.lora_B.detach()
+        if lora_A.dtype != dtype and dtype != torch.float32:
+            return None  # fp32 factors beside a bf16 input on a GPU: the general path
+        return lora_A.t().to(dtype), lora_B.t().to(dtype)
+
+    def apply_plan_(self, plan: tuple, flat: torch.Tensor, out: torch.Tensor, lead: torch.Size) -> bool:
+        """out (N, D_out) += ((flat A^T) B^T) * s in place (a half-precision out takes the fp32 update rounded once).
+        Not one addmm_ with alpha = s: that rounds otherwise than peft; the scale is skipped where it is exactly 1
+        (x * 1 == x)."""
+        down_t, up_t = plan
+        update = torch.mm(torch.mm(flat, down_t), up_t)
+        out.add_(update if self.scaling == 1.0 else update.mul_(self.scaling))
         return True
 
     def delta_weight(self) -> torch.Tensor:

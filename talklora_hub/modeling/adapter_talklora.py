@@ -115,19 +115,21 @@ class TalkLoRALinear(AdaptedLinear):
             out = dispatch.combine(grouped_up(dispatch.gate(codes), up))
         return self.dropout(self.output_dropout, self.scaled(out)).view(*lead, self.out_features)
 
-    def inference_update_(self, flat: torch.Tensor, out: torch.Tensor, lead: torch.Size) -> bool:
-        """Dense routing inferring: routed_update_ with the cached (M A)^T (D_in, r) and (R_eff A)^T (D_in, E), and
-        the up-projection B^T (r, D_out) itself. Folding each M_e into its rows of A (M A = blockdiag(M_e) A, the
-        size of A) rather than into B (B_e M_e, a per-layer (D_out, r) copy of the bank) keeps the bank shared: no
-        per-layer copy to hold or to read. g_e B_e M_e (A_e x) = B_e (g_e (M_e A_e) x), and R_eff (A x) = (R_eff A) x:
-        the same function, summed in another order."""
-        if self.top_k is not None:  # top-k dispatch: the general path
-            return False
-        tensors = self.own_tensors("lora_A", "expert_maps", "router_weight", "talk")
-        down_t, router_t = self.cached("folded_down", tensors, self._fold_down_projection)
-        bank = self.expert_bank
-        factors = self.factors_in(flat.dtype, "factors", tensors + [bank], (down_t, router_t, bank.t()))
-        return factors is not None and self.routed_update_(flat, out, lead, *factors)
+    def plan_sources(self) -> list:
+        return self.own_tensors("lora_A", "expert_maps", "router_weight", "talk") + [self.expert_bank]
+
+    def build_plan(self, dtype: torch.dtype):
+        """Dense routing: routed_plan of the folded (M A)^T (D_in, r) and (R_eff A)^T (D_in, E), with the
+        up-projection B^T (r, D_out) (the shared bank's one transposed copy); top-k dispatch has no plan. Folding each
+        M_e into its rows of A (M A = blockdiag(M_e) A, the size of A) rather than into B (B_e M_e, a per-layer
+        (D_out, r) copy of the bank) keeps the bank shared. g_e B_e M_e (A_e x) = B_e (g_e (M_e A_e) x), and
+        R_eff (A x) = (R_eff A) x: the same function, summed in another order."""
+        if self.top_k is not None:
+            return None
+        return self.routed_plan(*self._fold_down_projection(), dtype)
+
+    def apply_plan_(self, plan: tuple, flat: torch.Tensor, out: torch.Tensor, lead: torch.Size) -> bool:
+        return self.routed_update_(plan, flat, out, lead)
 
     def _fold_down_projection(self) -> tuple:
         """(M A)^T (D_in, r), columns [e*d, (e+1)*d) the rows of M_e A_e; (R_eff A)^T (D_in, E), the router."""

@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .adapter_base import AdaptedLinear, is_fresh
+from .adapter_base import AdaptedLinear, is_fresh, laid_out
 from .adapter_settings import balanced_bins, config_error, prime_factors
 from .methods import MethodSpec, register_method
 
@@ -170,23 +170,30 @@ class TTLoRALinear(AdaptedLinear):
         return self.scaled(out).reshape(*lead, self.out_features)
 
     def core_tensors(self) -> list:
-        """The cores in order, read from the ParameterList's own dict: iterating the list itself goes through
-        getattr per item (~8 us for six cores), more than a decoding token's TT arithmetic."""
-        cores = list(self.tt_cores._parameters.values())
-        return cores if len(cores) == len(self.tt_cores) else list(self.tt_cores)
+        """The cores in order, read from the ParameterList's own dict (held as a plain attribute; the list keeps
+        it, updated in place by load_state_dict and .to()): iterating the list, or even reaching it through
+        Module.__getattr__, costs more than a decoding token's TT arithmetic (~8 us for six cores)."""
+        store = self.__dict__.get("_core_store")
+        if store is None:
+            store = self.__dict__["_core_store"] = self.tt_cores._parameters
+        return list(store.values())
 
-    def inference_update_(self, flat: torch.Tensor, out: torch.Tensor, lead: torch.Size) -> bool:
-        """out (N, D_out) += alpha * delta W x in place, through the boundary factors of every expert side by side
-        (cached): one mm gives each token the codes of all E experts (N, E * r_K); a TT-LoRA MoE zeroes the codes
-        of the experts its sequence was not routed to (one masked_fill_ with the (B, 1, E, 1) mask the whole model
-        shares for this forward, instead of gathering each layer's chosen factors per call), and one addmm_
-        applies the stacked up-factors. Filling with 0 (not multiplying by a 0/1 mask) keeps an unchosen
-        expert's inf or nan out of the sum."""
-        cores = self.core_tensors()
-        factors = self.factors_in(flat.dtype, "stacked", cores, self.cached("stacked", cores, self._stacked_factors))
-        if factors is None:
-            return False
-        down, up = factors
+    def plan_sources(self) -> list:
+        return self.core_tensors()
+
+    def build_plan(self, dtype: torch.dtype):
+        """The boundary factors of every expert side by side (_stacked_factors, contiguous already), in `dtype`."""
+        factors = tuple(laid_out(factor, dtype) for factor in self._stacked_factors())
+        return None if any(f is None for f in factors) else factors
+
+    def apply_plan_(self, plan: tuple, flat: torch.Tensor, out: torch.Tensor, lead: torch.Size) -> bool:
+        """out (N, D_out) += alpha * delta W x in place, through the boundary factors of every expert side by side:
+        one mm gives each token the codes of all E experts (N, E * r_K); a TT-LoRA MoE zeroes the codes of the
+        experts its sequence was not routed to (one masked_fill_ with the (B, 1, E, 1) mask the whole model shares
+        for this forward, instead of gathering each layer's chosen factors per call), and one addmm_ applies the
+        stacked up-factors. Filling with 0 (not multiplying by a 0/1 mask) keeps an unchosen expert's inf or nan out
+        of the sum."""
+        down, up = plan
         code = torch.mm(flat, down)  # (N, E * r_K)
         if self.num_experts > 1:
             unchosen = self.shared.unchosen_experts(self.num_experts, code.device)  # (B, 1, E, 1)
@@ -194,7 +201,7 @@ class TTLoRALinear(AdaptedLinear):
                 return False  # delta() explains what is missing
             code.view(unchosen.shape[0], -1, self.num_experts, code.shape[-1] // self.num_experts).masked_fill_(
                 unchosen, 0.0)
-        out.addmm_(code, up, alpha=self.scaling)
+        self.add_product_(out, code, up, self.scaling)
         return True
 
     def expert_factors(self) -> tuple:

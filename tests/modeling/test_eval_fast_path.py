@@ -1,5 +1,6 @@
 """Inferring (eval mode, no grad) every adapter layer adds its update into the base output through a fast path
-(AdaptedLinear.infer_into: cached factors, one mm, one addmm_ into the base output; TT-LoRA MoE masks the codes
+(AdaptedLinear.infer_into: the method's inference plan of cached factors, one mm, one addmm_ into the base output;
+TT-LoRA MoE masks the codes
 of the unchosen experts with a mask shared for the whole forward). It must compute the general path's function
 up to float rounding (the same logits, the same routing weights in a trace and in the outputs), serve exactly
 where it should (not in training, with grad, under autocast, for top-k routing), and never read a stale cache:
@@ -66,17 +67,17 @@ def _close(actual, expected, scale_tol=3e-5):
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Records what every inference_update_ returned (True: the fast path served that call)."""
+    """Records what every apply_plan_ returned (True: the fast path served that call; never called: no plan)."""
     calls = []
     for cls in (LoRALinear, MoELoRALinear, TalkLoRALinear, TTLoRALinear):
-        original = cls.inference_update_
+        original = cls.apply_plan_
 
         def recorded(self, *args, _original=original):
             done = _original(self, *args)
             calls.append(done)
             return done
 
-        monkeypatch.setattr(cls, "inference_update_", recorded)
+        monkeypatch.setattr(cls, "apply_plan_", recorded)
     return calls
 
 
@@ -112,7 +113,8 @@ def test_the_fast_path_equals_the_training_mode_math(method, input_ids):
 def test_top_k_routing_and_a_users_own_method_take_the_general_path(input_ids, spy):
     model = _model("talklora-top2")
     fast = _fast(model, input_ids).logits
-    assert spy == [False] * _layer_count(model)
+    assert spy == []  # top-k dispatch has no inference plan
+    assert all(layer.inference_plan(torch.float32) is None for layer in adapter_layers(model).values())
     _close(fast, _general(model, input_ids).logits)
 
 
@@ -266,12 +268,12 @@ def test_half_precision_on_a_cpu_computes_the_update_in_fp32(method, input_ids):
     in-place edit changes the next forward exactly as the fresh model's forward."""
     model = _model(method).to(torch.bfloat16)
     layers = list(adapter_layers(model).values())
-    assert all(layer.product_dtype(torch.ones(1, dtype=torch.bfloat16)) == torch.float32 for layer in layers)
+    assert all(layer.product_dtype(torch.bfloat16, "cpu") == torch.float32 for layer in layers)
     first = _fast(model, input_ids).logits
-    copies = [key for layer in layers for key in layer.__dict__.get("_inference_cache", {}) if "float32" in key]
-    assert len(copies) == len(layers), copies  # one fp32 set of factors per layer
-    assert all(value.dtype == torch.float32 for layer in layers for key, (_, values) in
-               layer.__dict__["_inference_cache"].items() if "float32" in key for value in values)
+    plans = [value for layer in layers for key, (_, value) in layer.__dict__["_inference_cache"].items()
+             if key is torch.float32]
+    assert len(plans) == len(layers)  # one fp32 plan per layer
+    assert all(factor.dtype == torch.float32 for plan in plans for factor in plan)
     assert first.dtype == torch.bfloat16
     with torch.no_grad():
         for name in model.adapter_tensor_names():
@@ -295,13 +297,42 @@ def test_a_bf16_lora_layer_on_a_cpu_adds_its_fp32_update_into_the_bf16_output():
     assert torch.equal(got, (base.float() + update).to(torch.bfloat16))
 
 
-def test_fp32_adapter_factors_beside_a_bf16_input_off_the_cpu_take_the_general_path():
+def test_fp32_adapter_factors_beside_a_bf16_input_off_the_cpu_take_the_general_path(monkeypatch):
     """Where the products would run in bf16 (not on a CPU), fp32 adapter factors are never rounded down to bf16
-    for the fast path: the layer returns False from infer_into, and delta() computes in the adapter's fp32."""
-    layer = adapter_layers(_model("lora")).popitem()[1]
-    flat = torch.randn(2, layer.in_features)
-    assert layer.factors_in(torch.bfloat16, "factors", (layer.lora_A,), (layer.lora_A.t(),)) is None
-    assert layer.factors_in(torch.float32, "factors", (layer.lora_A,), (layer.lora_A.t(),))[0].dtype == torch.float32
+    for the fast path: there is no bf16 plan, the layer returns False from infer_into (its output untouched), and
+    delta() computes in the adapter's fp32."""
+    for method in FAST:
+        layer = adapter_layers(_model(method)).popitem()[1]
+        assert layer.build_plan(torch.bfloat16) is None, method
+        assert all(factor.dtype == torch.float32 for factor in layer.build_plan(torch.float32)), method
+    monkeypatch.setattr(AdaptedLinear, "product_dtype", staticmethod(lambda dtype, device: dtype))  # a GPU's
+    x = torch.randn(2, layer.in_features).to(torch.bfloat16)
     with torch.no_grad():
         out = torch.zeros(2, layer.out_features, dtype=torch.bfloat16)
-        assert layer.inference_update_(flat.to(torch.bfloat16), out, flat.shape[:-1]) is False
+        assert layer.infer_into(x, out) is False
+        assert not out.any()
+
+
+def test_layers_sharing_a_bank_share_one_transposed_copy_and_plans_are_contiguous(input_ids):
+    """A TalkLoRA plan reads the shared bank as one contiguous B^T held once for all the layers of its projection
+    type (not a copy per layer); every routed plan's factors are contiguous (the layout small products read
+    fastest), and a changed bank gives every layer the new one."""
+    model = _model("talklora")
+    _fast(model, input_ids)
+    layers = list(adapter_layers(model).values())
+    by_bank = {}
+    for layer in layers:
+        plan = layer.inference_plan(torch.float32)
+        assert all(factor.is_contiguous() for factor in plan)
+        by_bank.setdefault(layer.bank_key, []).append(plan[2])
+    assert len(by_bank) > 1 and all(len(ups) > 1 for ups in by_bank.values())
+    for key, ups in by_bank.items():
+        assert all(up is ups[0] for up in ups), key
+        assert torch.equal(ups[0], model.adapter_shared.banks[key].t())
+    with torch.no_grad():
+        next(iter(model.adapter_shared.banks.values())).mul_(-1.0)
+    _fresh(model, input_ids)
+    moelora = _model("moelora")
+    _fast(moelora, input_ids)
+    assert all(factor.is_contiguous() for layer in adapter_layers(moelora).values()
+               for factor in layer.inference_plan(torch.float32))
