@@ -188,3 +188,23 @@ def test_load_quick(tmp_path):
 def test_device_cuda_without_cuda_says_so_and_skips(tmp_path):
     out, stdout = run_bench("bench_generate", tmp_path, "--quick", "--device", "cuda", timeout=120)
     assert "no CUDA here" in stdout and "no CUDA here" in out.read_text()
+
+
+def test_ab_decode_quick(tmp_path):
+    """ab_decode against HEAD: the bundle as committed, imported as a package of its own beside the working tree's,
+    computes the same function (the script checks the logits before timing), and each row has the three step times,
+    both ratios and a gain; a revision the clone lacks is refused naming --against."""
+    out, _ = run_bench("ab_decode", tmp_path, "--quick", "--against", "HEAD", "--methods", "lora,talklora",
+                       "--batches", "1,2", "--clock", "cpu")
+    text, data = check_header_and_json(out, "ab_decode")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SPEED, capture_output=True, text=True).stdout.strip()
+    assert data["against_commit"] == head and f"git {head[:12]}" in text
+    rows = table_rows(text)
+    assert {(r["method"], r["batch"]) for r in rows} == {(m, b) for m in ("lora", "talklora") for b in "12"}
+    for row in rows:
+        for key in ("base ms", "against ms", "working tree ms", "ratio then", "ratio now", "gain"):
+            positive(row[key])
+        assert float(row["logits gap"]) <= 1e-3
+    bad = subprocess.run([sys.executable, str(SPEED / "ab_decode.py"), "--quick", "--against", "no-such-revision",
+                          "--out", str(tmp_path / "bad.md")], capture_output=True, text=True, timeout=240)
+    assert bad.returncode != 0 and "--against" in bad.stderr and "no-such-revision" in bad.stderr

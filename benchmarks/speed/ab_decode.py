@@ -1,0 +1,159 @@
+"""What a change to the bundle gave: the decoding step of the working tree's modeling files against the same files
+at another git revision, side by side in one process.
+
+  python benchmarks/speed/ab_decode.py --against REV [--model PATH|smollm2-135m-instruct] [--quick]
+      [--methods lora,talklora] [--dtypes fp32,bf16] [--batches 1,8] [--steps 16] [--repeats 12]
+      [--clock wall|cpu] [--threads 1] [--out FILE.md]
+
+The bundle (talklora_hub/modeling/*.py) as it was at REV is written (git show) into a temporary package and
+imported beside the working tree's. For each method both build the same model (r = 32, B non-zero; the working
+tree's adapter weights loaded into REV's), their logits on the prompts must agree (a speed comparison between two
+different functions means nothing), and the bare base, REV's model and the working tree's decode --steps tokens
+from a prefilled cache, interleaved round by round (profile_decode's decoder and rounds). Comparing two runs of
+profile_decode instead would set ratios from two states of a shared machine against each other: here both sides
+see the same one. Columns: step ms (medians over the rounds), each model's ratio to the base, and the gain
+(REV's step / the working tree's) with the quartiles of its per-round values.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import speed_common as sc  # noqa: E402
+from bench_generate import prompts_batch  # noqa: E402
+from profile_decode import decoder, paired_quartiles, step_seconds  # noqa: E402
+
+TITLE = "A change to the bundle, side by side: the decoding step at another revision against the working tree"
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = "talklora_hub/modeling"
+
+
+def parse_args(argv=None):
+    parser = sc.new_parser(__doc__, repeats=12, quick_repeats=2, methods="lora,moelora,talklora,ttlora,ttlora-moe3")
+    parser.add_argument("--against", required=True, help="the git revision whose bundle is the reference (e.g. HEAD~1)")
+    parser.add_argument("--batches", default="1,8", help="batch sizes (comma-separated; each <= 8)")
+    parser.add_argument("--steps", type=int, default=None, help="decoding steps per measure (default 16; 4 --quick)")
+    parser.add_argument("--clock", default="wall", choices=sc.CLOCKS,
+                        help="time the steps by the wall clock, or by this thread's CPU time (needs --threads 1)")
+    args = sc.finish_args(parser, parser.parse_args(argv))
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error(f"--clock cpu measures the calling thread only: it needs --threads 1, got {args.threads}")
+    if args.device != "cpu":
+        parser.error(f"--device: ab_decode.py times CPU decoding steps, got --device {args.device}; use cpu")
+    args.dtypes = args.dtypes or ["fp32"]
+    args.steps = args.steps or (4 if args.quick else 16)
+    args.batches = [int(b) for b in args.batches.split(",")]
+    if args.steps < 1 or any(not 1 <= b <= len(sc.PROMPTS) for b in args.batches):
+        parser.error(f"--steps must be >= 1 and --batches each in [1, {len(sc.PROMPTS)}]")
+    return args
+
+
+def git(*command: str) -> str:
+    done = subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"--against: `git {' '.join(command)}` failed: {done.stderr.strip()} (fix: name a revision "
+                         "this clone has, e.g. HEAD~1 or a commit hash)")
+    return done.stdout
+
+
+def bundle_at(revision: str, tmp: Path):
+    """The bundle as it was at `revision`, imported as a package of its own (its files only import each other by
+    single-dot relative imports, so any package name works)."""
+    commit = git("rev-parse", "--verify", f"{revision}^{{commit}}").strip()
+    name = f"bundle_at_{commit[:12]}"
+    folder = tmp / "bundles" / name
+    folder.mkdir(parents=True)
+    for path in git("ls-tree", "--name-only", commit, f"{BUNDLE}/").split():
+        if path.endswith(".py"):
+            (folder / Path(path).name).write_text(git("show", f"{commit}:{path}"))
+    sys.path.insert(0, str(folder.parent))
+    return importlib.import_module(name), commit
+
+
+def build_pair(package, folder: Path, method: str, quick: bool, dtype_name: str):
+    """(REV's model, the working tree's model) of `method`, the same base weights and adapter weights."""
+    from transformers import AutoModelForCausalLM
+
+    mine = sc.build_method(folder, method, quick, dtype_name).eval()
+    settings = package.AdapterSettings(r=sc.QUICK_RANK if quick else sc.FULL_RANK, **sc.METHOD_SETTINGS[method])
+    base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=sc.torch_dtype(dtype_name))
+    theirs = package.TalkLoRAForCausalLM.from_base(base, settings)
+    theirs.load_state_dict(mine.state_dict())
+    return theirs.eval(), mine
+
+
+def logits_gap(first, second, inputs: dict) -> float:
+    """max |difference| of the two models' logits over the prompts, as a fraction of the logits' largest value;
+    raises where they are not the same function up to float rounding."""
+    import torch
+
+    with torch.inference_mode():
+        a, b = first(**inputs).logits.float(), second(**inputs).logits.float()
+    gap = float((a - b).abs().max()) / max(float(a.abs().max()), 1e-6)
+    if gap > (1e-2 if first.dtype == torch.bfloat16 else 1e-3):  # bf16 rounds each layer's output to 3 digits
+        raise SystemExit(f"the two bundles compute different functions (logits differ by {gap:.2e} of their "
+                         "scale): a speed comparison between them would mean nothing")
+    return gap
+
+
+def measure(args, plan, folder: Path, description: str, tmp: Path) -> int:
+    import inspect
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    package, commit = bundle_at(args.against, tmp)
+    tokenizer = sc.left_padded_tokenizer(folder)
+    env = sc.environment(args)
+    rows, results = [], []
+    for _, dtype_name in plan:
+        base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=sc.torch_dtype(dtype_name)).eval()
+        cache_name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        for method in args.methods:
+            torch.manual_seed(0)
+            theirs, mine = build_pair(package, folder, method, args.quick, dtype_name)
+            models = {"base": base, "against": theirs, "working tree": mine}
+            for batch in args.batches:
+                inputs = prompts_batch(tokenizer, batch, "cpu")
+                gap = logits_gap(theirs, mine, inputs)
+                calls = {name: decoder(model, inputs, args.steps, cache_name) for name, model in models.items()}
+                rounds = step_seconds(calls, args.repeats, args.steps, args.clock)
+                ms = {name: statistics.median(values) * 1e3 for name, values in rounds.items()}
+                gains = sorted(a / b for a, b in zip(rounds["against"], rounds["working tree"]))
+                low, high = paired_quartiles(rounds["against"], rounds["working tree"])
+                ratio_then = statistics.median(b / a for b, a in zip(rounds["base"], rounds["against"]))
+                ratio_now = statistics.median(b / m for b, m in zip(rounds["base"], rounds["working tree"]))
+                results.append({"method": method, "dtype": dtype_name, "batch": batch, "step_ms": ms,
+                                "ratio_to_base": {"against": ratio_then, "working tree": ratio_now},
+                                "gain": statistics.median(gains), "gain_quartiles": [low, high],
+                                "logits_gap": gap})
+                rows.append([method, dtype_name, batch, f"{ms['base']:.2f}", f"{ms['against']:.2f}",
+                             f"{ms['working tree']:.2f}", f"{ratio_then:.3f}", f"{ratio_now:.3f}",
+                             f"{statistics.median(gains):.3f}", f"{low:.3f}–{high:.3f}", f"{gap:.1e}"])
+            del theirs, mine, models
+    notes = [f"model: {description}; adapters at r = {sc.QUICK_RANK if args.quick else sc.FULL_RANK} on the default "
+             "targets, B non-zero",
+             f"against: the bundle at {args.against} (git {commit[:12]}); working tree: git {env['git_commit']}",
+             f"{args.steps} decoding steps from a prefilled dynamic cache per measure, {args.repeats} interleaved rounds "
+             f"({args.clock} clock); ratios: per-round base / model, their median; gain: per-round against / working "
+             "tree (above 1: the working tree is faster), its median and quartiles; logits gap: max |difference| of "
+             "the two bundles' logits on the prompts over their largest value"]
+    table = sc.table_md(["method", "dtype", "batch", "base ms", "against ms", "working tree ms", "ratio then",
+                         "ratio now", "gain", "gain quartiles", "logits gap"], rows)
+    sc.emit(args, TITLE, env, notes, table, {"model": description, "against": args.against, "against_commit": commit,
+                                              "steps": args.steps, "repeats": args.repeats, "clock": args.clock,
+                                              "results": results})
+    return 0
+
+
+def main(argv=None) -> int:
+    return sc.run_script(parse_args(argv), TITLE, "ab-decode-", measure)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
