@@ -7,8 +7,9 @@ at another git revision, side by side in one process.
 
 The bundle (talklora_hub/modeling/*.py) as it was at REV is written (git show) into a temporary package and
 imported beside the working tree's. For each method both build the same model (r = 32, B non-zero; the working
-tree's adapter weights loaded into REV's), their logits on the prompts must agree (a speed comparison between two
-different functions means nothing), and the bare base, REV's model and the working tree's decode --steps tokens
+tree's adapter weights loaded into REV's), their logits on the prompts must agree up to float rounding (a speed
+comparison between two different functions means nothing: such a row is not timed, and the script exits 1), and
+the bare base, REV's model and the working tree's decode --steps tokens
 from a prefilled cache, interleaved round by round (profile_decode's decoder and rounds). Comparing two runs of
 profile_decode instead would set ratios from two states of a shared machine against each other: here both sides
 see the same one. Columns: step ms (medians over the rounds), each model's ratio to the base, and the gain
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed_common as sc  # noqa: E402
@@ -87,18 +89,23 @@ def build_pair(package, folder: Path, method: str, quick: bool, dtype_name: str)
     return theirs.eval(), mine
 
 
-def logits_gap(first, second, inputs: dict) -> float:
-    """max |difference| of the two models' logits over the prompts, as a fraction of the logits' largest value;
-    raises where they are not the same function up to float rounding."""
+def logits_gaps(base, against, mine, inputs: dict) -> Tuple[float, float]:
+    """(gap, effect): max |difference| between the two bundles' logits on the prompts, and between the working tree's
+    and the bare base's (the adapter's own effect), each over the logits' largest value."""
     import torch
 
     with torch.inference_mode():
-        a, b = first(**inputs).logits.float(), second(**inputs).logits.float()
-    gap = float((a - b).abs().max()) / max(float(a.abs().max()), 1e-6)
-    if gap > (1e-2 if first.dtype == torch.bfloat16 else 1e-3):  # bf16 rounds each layer's output to 3 digits
-        raise SystemExit(f"the two bundles compute different functions (logits differ by {gap:.2e} of their "
-                         "scale): a speed comparison between them would mean nothing")
-    return gap
+        bare, a, b = (model(**inputs).logits.float() for model in (base, against, mine))
+    scale = max(float(b.abs().max()), 1e-6)
+    return float((a - b).abs().max()) / scale, float((b - bare).abs().max()) / scale
+
+
+def same_function(gap: float, effect: float, dtype_name: str) -> bool:
+    """Whether two bundles compute one function up to float rounding: in fp32 their logits agree to 1e-3 of their
+    scale; in bf16 every layer rounds its output to 3 digits, and a rounding that flips in one layer grows through
+    the next (two orders of summation give 1e-2 of the scale on SmolLM2), so there the gap must stay under a quarter
+    of the adapter's own effect (a dropped or wrong update moves the logits by about the effect)."""
+    return gap <= 1e-3 or (dtype_name == "bf16" and gap <= 0.25 * effect)
 
 
 def measure(args, plan, folder: Path, description: str, tmp: Path) -> int:
@@ -110,7 +117,23 @@ def measure(args, plan, folder: Path, description: str, tmp: Path) -> int:
     package, commit = bundle_at(args.against, tmp)
     tokenizer = sc.left_padded_tokenizer(folder)
     env = sc.environment(args)
-    rows, results = [], []
+    rows, results, refused = [], [], []
+    notes = [f"model: {description}; adapters at r = {sc.QUICK_RANK if args.quick else sc.FULL_RANK} on the default "
+             "targets, B non-zero",
+             f"against: the bundle at {args.against} (git {commit[:12]}); working tree: git {env['git_commit']}",
+             f"{args.steps} decoding steps from a prefilled dynamic cache per measure, {args.repeats} interleaved "
+             f"rounds ({args.clock} clock); ratios: per-round base / model, their median; gain: per-round against / working "
+             "tree (above 1: the working tree is faster), its median and quartiles; logits gap: max |difference| of "
+             "the two bundles' logits on the prompts, adapter effect: of the working tree's and the bare base's, "
+             "both over the logits' largest value (a row whose gap says the functions differ is not timed)"]
+    header = ["method", "dtype", "batch", "base ms", "against ms", "working tree ms", "ratio then", "ratio now", "gain",
+              "gain quartiles", "logits gap", "adapter effect"]
+
+    def write() -> None:  # after every row: a long run keeps what it measured
+        sc.emit(args, TITLE, env, notes, sc.table_md(header, rows),
+                {"model": description, "against": args.against, "against_commit": commit, "steps": args.steps,
+                 "repeats": args.repeats, "clock": args.clock, "results": results})
+
     for _, dtype_name in plan:
         base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=sc.torch_dtype(dtype_name)).eval()
         cache_name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
@@ -120,34 +143,35 @@ def measure(args, plan, folder: Path, description: str, tmp: Path) -> int:
             models = {"base": base, "against": theirs, "working tree": mine}
             for batch in args.batches:
                 inputs = prompts_batch(tokenizer, batch, "cpu")
-                gap = logits_gap(theirs, mine, inputs)
+                gap, effect = logits_gaps(base, theirs, mine, inputs)
+                figures = {"method": method, "dtype": dtype_name, "batch": batch, "logits_gap": gap,
+                           "adapter_effect": effect}
+                if not same_function(gap, effect, dtype_name):
+                    refused.append(f"{method} {dtype_name} batch {batch}")
+                    results.append({**figures, "refused": "the two bundles compute different functions"})
+                    rows.append([method, dtype_name, batch] + ["–"] * 7 + [f"{gap:.1e}", f"{effect:.1e}"])
+                    write()
+                    continue
                 calls = {name: decoder(model, inputs, args.steps, cache_name) for name, model in models.items()}
                 rounds = step_seconds(calls, args.repeats, args.steps, args.clock)
                 ms = {name: statistics.median(values) * 1e3 for name, values in rounds.items()}
-                gains = sorted(a / b for a, b in zip(rounds["against"], rounds["working tree"]))
+                gain = statistics.median(a / b for a, b in zip(rounds["against"], rounds["working tree"]))
                 low, high = paired_quartiles(rounds["against"], rounds["working tree"])
                 ratio_then = statistics.median(b / a for b, a in zip(rounds["base"], rounds["against"]))
                 ratio_now = statistics.median(b / m for b, m in zip(rounds["base"], rounds["working tree"]))
-                results.append({"method": method, "dtype": dtype_name, "batch": batch, "step_ms": ms,
-                                "ratio_to_base": {"against": ratio_then, "working tree": ratio_now},
-                                "gain": statistics.median(gains), "gain_quartiles": [low, high],
-                                "logits_gap": gap})
+                results.append({**figures, "step_ms": ms, "ratio_to_base": {"against": ratio_then,
+                                                                            "working tree": ratio_now},
+                                "gain": gain, "gain_quartiles": [low, high]})
                 rows.append([method, dtype_name, batch, f"{ms['base']:.2f}", f"{ms['against']:.2f}",
-                             f"{ms['working tree']:.2f}", f"{ratio_then:.3f}", f"{ratio_now:.3f}",
-                             f"{statistics.median(gains):.3f}", f"{low:.3f}–{high:.3f}", f"{gap:.1e}"])
+                             f"{ms['working tree']:.2f}", f"{ratio_then:.3f}", f"{ratio_now:.3f}", f"{gain:.3f}",
+                             f"{low:.3f}–{high:.3f}", f"{gap:.1e}", f"{effect:.1e}"])
+                write()
+                print(f"{method} {dtype_name} batch {batch}: ratio {ratio_then:.3f} -> {ratio_now:.3f}, gain "
+                      f"{gain:.3f} [{low:.3f}-{high:.3f}]", file=sys.stderr, flush=True)
             del theirs, mine, models
-    notes = [f"model: {description}; adapters at r = {sc.QUICK_RANK if args.quick else sc.FULL_RANK} on the default "
-             "targets, B non-zero",
-             f"against: the bundle at {args.against} (git {commit[:12]}); working tree: git {env['git_commit']}",
-             f"{args.steps} decoding steps from a prefilled dynamic cache per measure, {args.repeats} interleaved rounds "
-             f"({args.clock} clock); ratios: per-round base / model, their median; gain: per-round against / working "
-             "tree (above 1: the working tree is faster), its median and quartiles; logits gap: max |difference| of "
-             "the two bundles' logits on the prompts over their largest value"]
-    table = sc.table_md(["method", "dtype", "batch", "base ms", "against ms", "working tree ms", "ratio then",
-                         "ratio now", "gain", "gain quartiles", "logits gap"], rows)
-    sc.emit(args, TITLE, env, notes, table, {"model": description, "against": args.against, "against_commit": commit,
-                                              "steps": args.steps, "repeats": args.repeats, "clock": args.clock,
-                                              "results": results})
+    if refused:
+        print(f"not timed, the two bundles compute different functions: {', '.join(refused)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -204,7 +204,22 @@ def test_ab_decode_quick(tmp_path):
     for row in rows:
         for key in ("base ms", "against ms", "working tree ms", "ratio then", "ratio now", "gain"):
             positive(row[key])
-        assert float(row["logits gap"]) <= 1e-3
+        assert float(row["logits gap"]) <= 1e-3 and float(row["adapter effect"]) > 0
     bad = subprocess.run([sys.executable, str(SPEED / "ab_decode.py"), "--quick", "--against", "no-such-revision",
                           "--out", str(tmp_path / "bad.md")], capture_output=True, text=True, timeout=240)
     assert bad.returncode != 0 and "--against" in bad.stderr and "no-such-revision" in bad.stderr
+
+
+def test_ab_decode_times_only_the_same_function():
+    """Two bundles are timed against each other only where they compute one function: fp32 logits within 1e-3 of
+    their scale; bf16 ones (whose per-layer roundings grow through the model) within a quarter of the adapter's own
+    effect on the logits, so a dropped or wrong update (a gap about the effect) is refused in either."""
+    sys.path.insert(0, str(SPEED))
+    try:
+        from ab_decode import same_function
+    finally:
+        sys.path.remove(str(SPEED))
+    assert same_function(0.0, 0.2, "fp32") and same_function(4e-4, 0.2, "fp32")
+    assert not same_function(1.4e-2, 0.2, "fp32") and not same_function(0.2, 0.2, "fp32")
+    assert same_function(1.4e-2, 0.2, "bf16")
+    assert not same_function(0.15, 0.2, "bf16") and not same_function(0.2, 0.2, "bf16")
