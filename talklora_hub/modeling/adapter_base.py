@@ -1,5 +1,6 @@
 """What every adapter layer shares: the frozen base map it wraps, its dropout, its place in the model,
-and the model-wide state (shared expert banks, the routing recorder, the chosen sequence experts).
+and the model-wide state (shared expert banks, the routing recorder, the chosen sequence experts). The inferring
+fast path the layers share lives in fast_path.py.
 
 Part of the bundle that travels inside every saved model: imports only torch, transformers and
 sibling files.
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from transformers.pytorch_utils import Conv1D
 
 from .adapter_settings import AdapterSettings
+from .fast_path import FastPath, laid_out, version_stamp
 from .routing import RoutingRecorder
 
 _LAYER_INDEX = re.compile(r"\.(\d+)\.")
@@ -49,17 +51,6 @@ def kaiming_init(param: torch.Tensor) -> None:
 def zero_init(param: torch.Tensor) -> None:
     if is_fresh(param):
         param.zero_()
-
-
-def laid_out(tensor: torch.Tensor, dtype: torch.dtype) -> Optional[torch.Tensor]:
-    """tensor in `dtype`, contiguous (a copy, outside autograd): a small product reads a contiguous right-hand factor
-    fastest (one thread, (1, 32) x (32, 1536): 4.4 us from a contiguous (32, 1536) against 6.5 from B^T, the
-    transposed view of a (1536, 32) B; 42 against 61 us from cold memory). None where the conversion would round it
-    down: only a conversion up to fp32 is made (half-precision factors for a CPU's fp32 products); fp32 factors
-    beside a bf16 input on a GPU take the general path, which computes in the adapter's own dtype."""
-    if tensor.dtype != dtype and dtype != torch.float32:
-        return None
-    return tensor.detach().to(dtype).contiguous()
 
 
 class SharedAdapterState(nn.Module):
@@ -100,7 +91,7 @@ class SharedAdapterState(nn.Module):
         built once per bank version (keyed as AdaptedLinear.cached keys) and held once, not once per layer. Each
         layer's plan is keyed on the bank too, so a changed bank rebuilds the plans, and the first of them this."""
         bank = self.banks._parameters[key]
-        stamp = (bank.data_ptr(), bank._version, dtype)
+        stamp = (version_stamp([bank]), dtype)
         store = self.__dict__.setdefault("_transposed_banks", {})
         hit = store.get(key)
         if hit is None or hit[0] != stamp:
@@ -132,7 +123,7 @@ class SharedAdapterState(nn.Module):
         return mask
 
 
-class AdaptedLinear(nn.Module):
+class AdaptedLinear(FastPath, nn.Module):
     """A frozen dense map y = W0 x + b plus a trainable update: forward(x) = base(x) + delta(x).
 
     x: (..., D_in) -> (..., D_out). The base weight and bias stay under their original names
@@ -198,13 +189,6 @@ class AdaptedLinear(nn.Module):
         # The dict is the holder's own, updated in place by load_state_dict, .to() and assignments.
         self.__dict__["_bank_slot"] = (holder._parameters, name)
 
-    def up_laid_out(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
-        """B^T (r, D_out), laid_out in `dtype` for the inference plan: the shared bank's one copy (held by the shared
-        state for every layer that reads it), or a copy of this layer's own B."""
-        if self.bank_key is None:
-            return laid_out(self._parameters["lora_B"].t(), dtype)
-        return self.shared.transposed_bank(self.bank_key, dtype)
-
     @property
     def expert_bank(self) -> torch.Tensor:
         """B: (D_out, r)."""
@@ -224,15 +208,12 @@ class AdaptedLinear(nn.Module):
         """compute() (a product of parameters only), cached under `name` (any hashable) across forwards while
         inferring.
 
-        The cache is keyed on each tensor's data pointer and version counter (bumped by every in-place change: an
-        optimizer step, load_state_dict, copy_), and dropped by .to()/.half()/.cuda() (_apply), so it is never
-        stale; in training or with grad enabled nothing is cached (the parameters change every step). A new
-        tensor put in place (load_state_dict(assign=True), `param.data = ...`, a dtype or device change outside
-        .to()) is allocated while the old one still lives, so its data pointer differs: dtype, device and shape
-        need no check of their own (that check cost ~0.2 us a tensor, on every call of every layer)."""
+        The cache is keyed on the tensors' version_stamp (fast_path.py says why that suffices), and dropped by
+        .to()/.half()/.cuda() (_apply), so it is never stale; in training or with grad enabled nothing is cached
+        (the parameters change every step)."""
         if not self.inferring:  # training, or a traced graph (which must not branch on data_ptr)
             return compute()
-        key = [(t.data_ptr(), t._version) for t in tensors]
+        key = version_stamp(tensors)
         store = self.__dict__.setdefault("_inference_cache", {})
         hit = store.get(name)
         if hit is not None and hit[0] == key:
@@ -283,117 +264,6 @@ class AdaptedLinear(nn.Module):
         if self.inferring and not self.quantized and self.infer_into(x, result):
             return result
         return result + self.delta(x.to(self.adapter_dtype)).to(result.dtype)
-
-    # ---- the inferring fast path --------------------------------------------------------------
-    def infer_into(self, x: torch.Tensor, result: torch.Tensor) -> bool:
-        """Inferring: adds delta(x) into the base output `result` in place and returns True, or returns False (and
-        changes nothing) where the fast path does not apply, so forward takes the general path.
-
-        x: (..., D_in); result: (..., D_out), the fresh output of base_forward (no autograd graph while inferring,
-        so writing into it is safe). A decoding token's adapter arithmetic is a few (N, 576) x (576, 32) products,
-        cheaper than the dispatch of the ops around them: this path reads the method's inference plan (its factors
-        folded, converted and laid out once per parameter version) and adds the update with the fewest ops (mm,
-        one addmm_ into the base output instead of a matmul, a scale and an add). It equals the general path up
-        to float rounding. A bf16 or fp16 input on a CPU has its update computed in fp32 and then added into the
-        output (product_dtype says why). Off under autocast (the ops would mix dtypes); never reached under
-        torch.compile (forward calls it only while `inferring`, which is off there)."""
-        device_type = x.device.type
-        if x.dtype != result.dtype or not result.is_contiguous() or torch.is_autocast_enabled(device_type):
-            return False
-        dtype = self.product_dtype(x.dtype, device_type)
-        plan = self.inference_plan(dtype)
-        if plan is None:
-            return False
-        flat = x.reshape(-1, self.in_features)
-        return self.apply_plan_(plan, flat if dtype == x.dtype else flat.to(dtype), result.view(-1, self.out_features),
-                                x.shape[:-1])
-
-    @staticmethod
-    def product_dtype(dtype: torch.dtype, device_type: str) -> torch.dtype:
-        """The dtype the fast path's products run in for an input of `dtype` on a `device_type` device: fp32 for a bf16
-        or fp16 input on a CPU, else the input's.
-        A decoding token's adapter products are tiny, and on a CPU half precision has no fast kernel for them: one
-        thread, (1, 576) x (576, 32) takes 22 us in bf16 against 4.3 us in fp32, and (1, 32) x (32, 1536) 32 against 6
-        (docs/speed-epyc/REPORT.md: an AMD EPYC with native AVX512-BF16), while the base's large products do gain from
-        bf16. So the update is computed in fp32 from fp32 copies of the factors (in the plan) and added into the
-        output."""
-        if device_type == "cpu" and dtype in (torch.bfloat16, torch.float16):
-            return torch.float32
-        return dtype
-
-    def inference_plan(self, dtype: torch.dtype) -> Optional[tuple]:
-        """The tensors the method's fast path reads for products in `dtype` (build_plan), cached while inferring as
-        `cached` caches (keyed on plan_sources(), the parameters and buffers they come from), so an optimizer step,
-        load_state_dict, an in-place edit, .to() or a dtype change rebuilds it. None where the method has no fast
-        path (then forward runs its delta()). Written out rather than through cached(): this check is what every
-        decoding call of every layer pays, and cached()'s own (the inferring test, the closure) cost ~1 us more."""
-        key = [(t.data_ptr(), t._version) for t in self.plan_sources()]
-        store = self.__dict__.get("_inference_cache")
-        hit = None if store is None else store.get(dtype)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        plan = self.build_plan(dtype)
-        self.__dict__.setdefault("_inference_cache", {})[dtype] = (key, plan)
-        return plan
-
-    def plan_sources(self) -> list:
-        """The tensors the inference plan is computed from (this default: none, as build_plan has no plan)."""
-        return []
-
-    def build_plan(self, dtype: torch.dtype) -> Optional[tuple]:
-        """Per method: the factors its apply_plan_ reads, in `dtype` and in the layout its products read fastest;
-        None where it has no fast path (this default: e.g. a user's own method, which then runs its delta()), or
-        where the conversion would round a factor down (fp32 adapter factors beside a bf16 input on a GPU: the
-        general path computes in the adapter's own dtype)."""
-        return None
-
-    def apply_plan_(self, plan: tuple, flat: torch.Tensor, out: torch.Tensor, lead: torch.Size) -> bool:
-        """Per method: out (N, D_out) += delta(flat (N, D_in)) in place from its plan, True; False where it cannot
-        serve this call (a TT-LoRA MoE whose experts were not chosen), changing nothing. flat and the plan are in
-        the product dtype; out may be in half precision beside them (a CPU's bf16 model): the update is then
-        computed in fp32 and added into it, rounded once (add_product_)."""
-        raise NotImplementedError
-
-    @staticmethod
-    def add_product_(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor, alpha: float) -> None:
-        """out (N, D_out) += alpha * left (N, k) @ right (k, D_out) in place: one addmm_ where the dtypes agree; for a
-        half-precision out beside fp32 factors, the fp32 product added into it (add_ computes in fp32 and rounds
-        once), rather than an fp32 scratch zeroed, filled and added (two ops more a layer)."""
-        if out.dtype == left.dtype:
-            out.addmm_(left, right, alpha=alpha)
-        else:
-            out.add_(torch.mm(left, right), alpha=alpha)
-
-    def routed_plan(self, down_t: torch.Tensor, router_t: torch.Tensor, dtype: torch.dtype) -> Optional[tuple]:
-        """The plan of dense token routing (MoELoRA, TalkLoRA) from its down-projection (D_in, r) and router map
-        (D_in, E), both linear in x: (down_t, router_t, up_t (r, D_out), spread (E, r)), laid_out in `dtype`, or None
-        where a factor would be rounded down. spread[e, j] = 1 where column j of the code belongs to expert e: probs
-        (N, E) @ spread gives each code column its expert's weight exactly (one 1 and zeros a column), in one op
-        where a (N, E, d) view, an unsqueeze and a broadcast multiply take four."""
-        spread = torch.repeat_interleave(torch.eye(self.num_experts, device=down_t.device), self.expert_rank, dim=1)
-        plan = (laid_out(down_t, dtype), laid_out(router_t, dtype), self.up_laid_out(dtype), spread.to(dtype))
-        return None if any(factor is None for factor in plan) else plan
-
-    def routed_update_(self, plan: tuple, flat: torch.Tensor, out: torch.Tensor, lead: torch.Size) -> bool:
-        """Dense token routing (MoELoRA, TalkLoRA) inferring: out += s * sum_e g_e up_e z_e in place, from the
-        routed_plan (down_t, router_t, up_t, spread).
-
-        flat: (N, D_in); out: (N, D_out), in flat's dtype or in half precision (apply_plan_). The code z = flat down_t
-        (N, r), expert e owning columns [e*d, (e+1)*d), is gated column by column with probs @ spread, and up_t
-        (expert e owning rows [e*d, (e+1)*d)) adds it into out. Two mm for the code and the logits rather than one
-        over [down_t, router_t] and two slices: the slices, and the gating on a strided slice, cost more than the
-        second mm (measured, N = 1 and 8). Reports to the recorder only when a trace or the aux loss wants the
-        decision."""
-        down_t, router_t, up_t, spread = plan
-        logits = torch.mm(flat, router_t)  # (N, E)
-        # route()'s rule: fp32 weights, dense (softmax's dtype argument costs a conversion op even when it is a no-op)
-        probs = torch.softmax(logits, -1) if logits.dtype == torch.float32 else torch.softmax(logits, -1, torch.float32)
-        recorder = self.shared.recorder
-        if recorder.listening:
-            recorder.report(self.module_name, self.layer_index, lead, logits, probs, probs, None)
-        gates = torch.mm(probs if probs.dtype == flat.dtype else probs.to(flat.dtype), spread)  # (N, r)
-        self.add_product_(out, torch.mm(flat, down_t).mul_(gates), up_t, self.scaling)
-        return True
 
     @property
     def adapter_dtype(self) -> torch.dtype:

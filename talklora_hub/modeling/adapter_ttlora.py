@@ -25,7 +25,8 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .adapter_base import AdaptedLinear, is_fresh, laid_out
+from .adapter_base import AdaptedLinear, is_fresh
+from .fast_path import laid_out
 from .adapter_settings import balanced_bins, config_error, prime_factors
 from .methods import MethodSpec, register_method
 
@@ -205,9 +206,10 @@ class TTLoRALinear(AdaptedLinear):
         return True
 
     def expert_factors(self) -> tuple:
-        """Inferring: the boundary factors per expert, down (E, D_in, r_K) and up (E, r_K, D_out), as views of the one
-        cached stacked pair the fast path uses (so a layer holds a single copy of them)."""
-        down, up = self.cached("stacked", self.core_tensors(), self._stacked_factors)
+        """Inferring: the boundary factors per expert, down (E, D_in, r_K) and up (E, r_K, D_out), as views of the
+        inference plan in the cores' own dtype (the fast path's plan where it computes in that dtype, so a layer then
+        holds a single copy of them)."""
+        down, up = self.inference_plan(self.adapter_dtype)
         experts = self.num_experts
         return (down.view(self.in_features, experts, -1).permute(1, 0, 2),
                 up.view(experts, -1, self.out_features))
