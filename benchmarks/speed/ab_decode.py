@@ -28,7 +28,7 @@ from typing import Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed_common as sc  # noqa: E402
 from bench_generate import prompts_batch  # noqa: E402
-from profile_decode import decoder, paired_quartiles, step_seconds  # noqa: E402
+from profile_decode import add_step_args, check_step_args, decoder, paired_quartiles, step_seconds  # noqa: E402
 
 TITLE = "A change to the bundle, side by side: the decoding step at another revision against the working tree"
 REPO = Path(__file__).resolve().parents[2]
@@ -38,20 +38,10 @@ BUNDLE = "talklora_hub/modeling"
 def parse_args(argv=None):
     parser = sc.new_parser(__doc__, repeats=12, quick_repeats=2, methods="lora,moelora,talklora,ttlora,ttlora-moe3")
     parser.add_argument("--against", required=True, help="the git revision whose bundle is the reference (e.g. HEAD~1)")
-    parser.add_argument("--batches", default="1,8", help="batch sizes (comma-separated; each <= 8)")
-    parser.add_argument("--steps", type=int, default=None, help="decoding steps per measure (default 16; 4 --quick)")
-    parser.add_argument("--clock", default="wall", choices=sc.CLOCKS,
-                        help="time the steps by the wall clock, or by this thread's CPU time (needs --threads 1)")
+    add_step_args(parser)
     args = sc.finish_args(parser, parser.parse_args(argv))
-    if args.clock == "cpu" and args.threads != 1:
-        parser.error(f"--clock cpu measures the calling thread only: it needs --threads 1, got {args.threads}")
-    if args.device != "cpu":
-        parser.error(f"--device: ab_decode.py times CPU decoding steps, got --device {args.device}; use cpu")
+    check_step_args(parser, args, "ab_decode.py times CPU decoding steps")
     args.dtypes = args.dtypes or ["fp32"]
-    args.steps = args.steps or (4 if args.quick else 16)
-    args.batches = [int(b) for b in args.batches.split(",")]
-    if args.steps < 1 or any(not 1 <= b <= len(sc.PROMPTS) for b in args.batches):
-        parser.error(f"--steps must be >= 1 and --batches each in [1, {len(sc.PROMPTS)}]")
     return args
 
 

@@ -57,31 +57,41 @@ def op_class(name: str) -> str:
     return "dispatch" if short in DISPATCH_OPS else "elementwise"
 
 
-def parse_args(argv=None):
-    parser = sc.new_parser(__doc__, repeats=5, quick_repeats=2, methods="lora,moelora,talklora", peers=True)
+def add_step_args(parser) -> None:
+    """The arguments of a decoding-step measure, shared with ab_decode.py: --batches, --steps, --clock."""
     parser.add_argument("--batches", default="1,8", help="batch sizes (comma-separated; each <= 8)")
     parser.add_argument("--steps", type=int, default=None, help="decoding steps per measure (default 16; 4 --quick)")
+    parser.add_argument("--clock", default="wall", choices=sc.CLOCKS,
+                        help="time the steps by the wall clock, or by this thread's CPU time (needs --threads 1)")
+
+
+def check_step_args(parser, args, why_cpu: str) -> None:
+    """Checks and fills in add_step_args' arguments (and --device: cpu only, for the reason `why_cpu`)."""
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error(f"--clock cpu measures the calling thread only: it needs --threads 1, got --threads "
+                     f"{args.threads}; use --clock wall there")
+    if args.device != "cpu":
+        parser.error(f"--device: {why_cpu}; it runs on cpu only, got --device {args.device}")
+    args.steps = args.steps or (4 if args.quick else 16)
+    args.batches = [int(b) for b in args.batches.split(",")]
+    if args.steps < 1 or any(not 1 <= b <= len(sc.PROMPTS) for b in args.batches):
+        parser.error(f"--steps must be >= 1 and --batches each in [1, {len(sc.PROMPTS)}]")
+
+
+def parse_args(argv=None):
+    parser = sc.new_parser(__doc__, repeats=5, quick_repeats=2, methods="lora,moelora,talklora", peers=True)
+    add_step_args(parser)
     parser.add_argument("--profile-rounds", type=int, default=None,
                         help="profiled passes per variant, interleaved; each op's time is their median (default 3; 1 "
                              "--quick)")
-    parser.add_argument("--clock", default="wall", choices=sc.CLOCKS,
-                        help="time the steps by the wall clock, or by this thread's CPU time (needs --threads 1)")
     args = sc.finish_args(parser, parser.parse_args(argv))
     if args.profile_rounds is None:
         args.profile_rounds = 1 if args.quick else 3
     if args.profile_rounds < 1:
         parser.error(f"--profile-rounds must be at least 1, got {args.profile_rounds}")
-    if args.clock == "cpu" and args.threads != 1:
-        parser.error(f"--clock cpu measures the calling thread only: it needs --threads 1, got --threads "
-                     f"{args.threads}; use --clock wall there")
-    if args.device != "cpu":
-        parser.error("--device: the profile splits CPU time per op; it runs on cpu only")
+    check_step_args(parser, args, "the profile splits CPU time per op")
     if args.dtypes is None:
         args.dtypes = ["fp32", "bf16"]
-    args.steps = args.steps or (4 if args.quick else 16)
-    args.batches = [int(b) for b in args.batches.split(",")]
-    if args.steps < 1 or any(not 1 <= b <= len(sc.PROMPTS) for b in args.batches):
-        parser.error(f"--steps must be >= 1 and --batches each in [1, {len(sc.PROMPTS)}]")
     return args
 
 
